@@ -1,0 +1,75 @@
+"""Grid expansion of configuration dicts.
+
+Every value that is not a list is one fixed value; a list is an axis of the grid (to
+give a list-valued parameter such as ``list_a``, wrap it in another list). A key that
+appears in several dicts (e.g. ``d_in`` in data and architecture configs) is ONE axis,
+so the dicts stay consistent.
+
+Order (the job-array index i always means the same configuration): axes are taken in
+order of first appearance -- the dicts in the order given, the keys of each dict in
+insertion order -- and expanded like nested for-loops written in that order: the
+first axis varies slowest, the last axis fastest.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping
+
+from core_code.util.config_extractions import ConfigError
+
+
+def as_axis(value: Any) -> list:
+    """The grid values of one config entry: a list is an axis, anything else one value."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+def grid_axes(*config_dicts: Mapping[str, Any]) -> dict[str, list]:
+    """The axes of the grid over ``config_dicts``: key -> list of values, in grid order."""
+    axes: dict[str, list] = {}
+    owner: dict[str, int] = {}
+    for i, config in enumerate(config_dicts):
+        for key, value in config.items():
+            values = as_axis(value)
+            if key in axes:
+                if axes[key] != values:
+                    raise ConfigError(
+                        f"config key '{key}' is shared by config dicts {owner[key]} and {i} but "
+                        f"has different values there ({axes[key]!r} vs {values!r}); a shared key "
+                        "is one grid axis and must be given the same values"
+                    )
+                continue
+            if len(values) == 0:
+                raise ConfigError(f"config key '{key}' is an empty list: the grid would be empty")
+            axes[key] = values
+            owner[key] = i
+    return axes
+
+
+def grid_size(*config_dicts: Mapping[str, Any]) -> int:
+    """Number of grid points (product of the axis lengths), without expanding them."""
+    size = 1
+    for values in grid_axes(*config_dicts).values():
+        size *= len(values)
+    return size
+
+
+def grid_config_lists(*config_dicts: Mapping[str, Any]) -> tuple[list[dict], ...]:
+    """Expand ``config_dicts`` to every combination of their list values.
+
+    Returns one list per input dict, all of the same length (the grid size); entry i of
+    each list is that dict's config at grid point i.
+    """
+    axes = grid_axes(*config_dicts)
+    keys = list(axes)
+    out: tuple[list[dict], ...] = tuple([] for _ in config_dicts)
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        point = dict(zip(keys, combo))
+        for config, configs_out in zip(config_dicts, out):
+            configs_out.append({key: point[key] for key in config})
+    return out
+
+
+def varying_keys(*config_dicts: Mapping[str, Any]) -> list[str]:
+    """The keys whose axis has more than one value (what distinguishes grid points)."""
+    return [k for k, v in grid_axes(*config_dicts).items() if len(v) > 1]
