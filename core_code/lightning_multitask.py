@@ -217,6 +217,27 @@ class LightningMultitask(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         return self._eval_step(batch)
 
+    # ------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # RNG states, so a resumed run continues the same random stream.
+        import random
+
+        import numpy as np
+
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                    "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        import random
+
+        import numpy as np
+
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(states["numpy"])
+            random.setstate(states["python"])
+
     # ------------------------------------------------------------------ fit
     def check_tasks(self, data_tasks: Sequence[int]) -> None:
         """Raise ConfigError when the data's tasks and the training config's tasks differ."""

@@ -1,0 +1,121 @@
+"""abcStack: the Stack architecture (without skip connections) in an abc-parametrization.
+
+Blocks as in Stack (in -> variable_width -> out, bottleneck activation between blocks).
+Each block has two abc exponent pairs: list_a / list_b have length 2 * depth, entry 2i
+for block i's first linear and 2i + 1 for its second. n = variable_width for both
+linears of every block; the learning rate exponent c applies as eta * n^(-c).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core_code.model_lib.layers import (
+    AbcLinear,
+    check_activations,
+    make_activation,
+    require_exponents,
+    require_float,
+    require_int,
+    trainable_parameters,
+)
+from core_code.model_lib.Stack import _block_dims
+from core_code.util.default_config import init_config_abcStack
+
+
+class AbcStackBlock(nn.Module):
+    """One abcStack block: AbcLinear -> activation -> AbcLinear, both with n = variable_width."""
+
+    def __init__(
+        self,
+        in_features: int,
+        variable_width: int,
+        out_features: int,
+        a: tuple[float, float],
+        b: tuple[float, float],
+        activation: nn.Module,
+        bias_tune: float = 1.0,
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.linear_1 = AbcLinear(in_features, variable_width, a[0], b[0], n=variable_width, bias_tune=bias_tune)
+        self.activation = activation
+        self.linear_2 = AbcLinear(variable_width, out_features, a[1], b[1], n=variable_width, bias_tune=bias_tune)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.activation(self.linear_1(x)))
+
+    def reset_parameters(self) -> None:
+        """Re-draw both linears."""
+        self.linear_1.reset_parameters()
+        self.linear_2.reset_parameters()
+
+
+class abcStack(nn.Module):
+    """abc-parametrized Stack; ``layers`` holds the blocks, ``activations`` the bottleneck activations."""
+
+    def __init__(self, **config_architecture: Any):
+        super().__init__()
+        cfg = init_config_abcStack(**config_architecture)
+        d_in = require_int(cfg, "d_in")
+        d_out = require_int(cfg, "d_out")
+        depth = require_int(cfg, "depth")
+        variable_width = require_int(cfg, "variable_width")
+        bottleneck_width = require_int(cfg, "bottleneck_width") if depth > 1 else cfg["bottleneck_width"]
+        what = f"abcStack with depth {depth} (two entries per block, 2 * depth)"
+        cfg["list_a"] = list_a = require_exponents(cfg, "list_a", 2 * depth, what)
+        cfg["list_b"] = list_b = require_exponents(cfg, "list_b", 2 * depth, what)
+        self.c: float = require_float(cfg, "c")
+        bias_tune = require_float(cfg, "bias_tune")
+        check_activations(cfg, "hidden_layer_activation", "hidden_bottleneck_activation")
+        self.config_architecture: dict = cfg
+        self.width: int = variable_width
+        self.depth: int = depth
+
+        self.layers = nn.ModuleList(
+            AbcStackBlock(
+                i,
+                variable_width,
+                o,
+                (list_a[2 * k], list_a[2 * k + 1]),
+                (list_b[2 * k], list_b[2 * k + 1]),
+                make_activation(cfg["hidden_layer_activation"], cfg["hidden_layer_activation_callback"]),
+                bias_tune=bias_tune,
+            )
+            for k, (i, o) in enumerate(_block_dims(d_in, bottleneck_width, d_out, depth))
+        )
+        self.activations = nn.ModuleList(
+            make_activation(
+                cfg["hidden_bottleneck_activation"],
+                cfg["hidden_bottleneck_activation_callback"],
+                key="hidden_bottleneck_activation",
+            )
+            for _ in range(depth - 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block, activation in zip(self.layers, self.activations):
+            x = activation(block(x))
+        return self.layers[-1](x)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every block's initialization."""
+        for block in self.layers:
+            block.reset_parameters()
+
+    def lr_multipliers(self) -> list[tuple[list[nn.Parameter], float]]:
+        """``[(params, variable_width^(-c))]`` covering every trainable parameter once."""
+        return [(trainable_parameters(self), float(self.width) ** (-self.c))]
+
+    def linear_layers(self) -> list[nn.Module]:
+        """The linear layers in forward order (two per block)."""
+        return [m for block in self.layers for m in (block.linear_1, block.linear_2)]
+
+
+NNModel = abcStack  # name used by the original framework
+
+__all__ = ["abcStack", "AbcStackBlock", "NNModel"]

@@ -1,0 +1,9 @@
+"""Manager of the tinyTest experiment (see configs.py)."""
+
+from experiments.util import BasicManager
+
+
+class Manager(BasicManager):
+    """compositeSine at toy size: the default hooks."""
+
+    experiment = "tinyTest"

@@ -1,0 +1,36 @@
+"""Print the number of grid points of an experiment (for sizing a job array).
+
+    python pre_main.py [--experiment NAME]      -> prints e.g. 3
+
+Prints the count on stdout and exits 0 (the original returned it as the exit code,
+which breaks above 255). An unknown experiment or invalid config: one line on stderr,
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="compositeSine")
+    args = parser.parse_args(argv)
+    from core_code.util.config_extractions import ConfigError
+    from experiments import grid, load_experiment
+
+    try:
+        _, configs = load_experiment(args.experiment)
+        size = grid.grid_size(configs.configs_data, configs.configs_architecture,
+                              configs.configs_training, getattr(configs, "configs_custom", {}))
+    except (ValueError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
