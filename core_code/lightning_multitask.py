@@ -224,7 +224,10 @@ class LightningMultitask(pl.LightningModule):
 
         import numpy as np
 
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+        # Plain types only: Lightning loads checkpoints with torch.load(weights_only=True).
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(),
+                                    "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
                                     "python": random.getstate()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -235,7 +238,8 @@ class LightningMultitask(pl.LightningModule):
         states = checkpoint.get("rng_states")
         if states:
             torch.set_rng_state(states["torch"])
-            np.random.set_state(states["numpy"])
+            name, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
 
     # ------------------------------------------------------------------ fit

@@ -89,9 +89,11 @@ class _EpochLoader:
         return {k: v[idx] for k, v in self.data.items()}
 
     def __iter__(self) -> Iterator[Batch]:
+        # A generator: the epoch is read at the first batch, not at iter(). Lightning
+        # creates the iterator before on_train_epoch_start, where a resumed run calls set_epoch.
         epoch = self.epoch
         self.epoch += 1
-        return self._batches(epoch)
+        yield from self._batches(epoch)
 
     def _batches(self, epoch: int) -> Iterator[Batch]:  # pragma: no cover - abstract
         raise NotImplementedError

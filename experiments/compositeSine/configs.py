@@ -27,7 +27,8 @@ configs_architecture = {
     "list_b": [[0, 0, 0, 0, 0, 0]],
     "c": 0,
     "hidden_layer_activation": "ReLU",
-    **config_function,
+    "d_in": config_function["d_in"],  # shared with configs_data: one grid axis
+    "d_out": config_function["d_out"],
 }
 
 configs_data = {

@@ -11,7 +11,8 @@ configs_architecture = {
     "width": [8, 16, 32],
     "depth": 3,
     "parametrization": "muP",
-    **config_function,
+    "d_in": config_function["d_in"],  # shared with configs_data: one grid axis
+    "d_out": config_function["d_out"],
 }
 
 configs_data = {
