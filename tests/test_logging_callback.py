@@ -1,0 +1,263 @@
+"""LoggingCallback (epoch losses, CSV, plots, divergence) and the W&B helpers."""
+
+import csv
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from core_code.lightning_multitask import LightningMultitask
+from core_code.util.lightning import DataModule
+from experiments.compositeSine.logging_callback import (
+    LoggingCallback,
+    finish_wandb,
+    jsonable,
+    make_wandb_logger,
+    resolve_wandb_mode,
+)
+
+QUIET = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+             num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False)
+
+
+class SineData:
+    """Stand-in for CreateData: task t's targets are (t+1) * sin(sum x) and cos(sum x)."""
+
+    def __init__(self, n_train, n_val=None, d_in=1, d_out=2):
+        self.n = {"train": n_train, "val": n_val or n_train, "test": {t: 0 for t in n_train}}
+        self.all_tasks = sorted(n_train)
+        self.d_in, self.d_out = d_in, d_out
+
+    def create_data(self, split):
+        xs, ys, ts = [], [], []
+        for t in self.all_tasks:
+            k = self.n[split][t]
+            x = torch.linspace(-1, 1, k).unsqueeze(1).repeat(1, self.d_in) * torch.linspace(1, 0.5, self.d_in)
+            s = x.sum(1, keepdim=True)
+            y = torch.cat([(t + 1) * torch.sin(3 * s), torch.cos(3 * s)], 1)[:, : self.d_out]
+            xs.append(x), ys.append(y), ts.append(torch.full((k,), t, dtype=torch.int64))
+        return {"x": torch.cat(xs), "y": torch.cat(ys), "task_activity": torch.cat(ts)}
+
+
+def _linear(d_in=1, d_out=2):
+    torch.manual_seed(0)
+    return torch.nn.Linear(d_in, d_out)
+
+
+def _csv_rows(path):
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        return next(reader), list(reader)
+
+
+# ------------------------------------------------------------------ epoch losses
+def test_epoch_loss_is_data_weighted_and_logged(tmp_path):
+    # data_stochastic, no shuffle, batch 6 over {0: 5, 1: 7}: batches hold (5, 1) and (0, 6) rows;
+    # validation in chunks of 4: (4, 0), (1, 3), (0, 4). lr 0 keeps the model fixed, so the
+    # data-weighted epoch loss is the MSE over all of a task's rows.
+    data = SineData({0: 5, 1: 7})
+    model = _linear()
+    lm = LightningMultitask(model, update_rule="SGD", learning_rate=0.0, regularization_alpha=0,
+                            batching_strategy="data_stochastic", batch_size=6, shuffle=False)
+    dm = DataModule(data, eval_chunk_size=4, batching_strategy="data_stochastic", batch_size=6, shuffle=False)
+    cb = LoggingCallback(tmp_path, plot=False)
+    trainer = lm.fit(dm, callbacks=[cb], max_epochs=2, **QUIET)
+
+    expected = {}
+    with torch.no_grad():
+        for split, prefix in (("train", "train"), ("val", "validation")):
+            d = data.create_data(split)
+            for t in (0, 1):
+                m = d["task_activity"] == t
+                expected[f"{prefix}/loss_task_{t}"] = torch.nn.functional.mse_loss(model(d["x"][m]), d["y"][m]).item()
+        # the plain mean of task 1's two training-batch losses differs: the weighting matters
+        d = data.create_data("train")
+        naive = np.mean([torch.nn.functional.mse_loss(model(d["x"][a:b]), d["y"][a:b]).item()
+                         for a, b in ((5, 6), (6, 12))])
+    assert abs(naive - expected["train/loss_task_1"]) > 1e-2
+
+    assert [r["epoch"] for r in cb.history] == [0, 1]
+    for row in cb.history:
+        assert set(row) == {"epoch", *expected}
+        for k, v in expected.items():
+            assert row[k] == pytest.approx(v, rel=1e-5)
+    for k, v in expected.items():
+        assert trainer.progress_bar_metrics[k] == pytest.approx(v, rel=1e-5)
+        assert trainer.callback_metrics[k].item() == pytest.approx(v, rel=1e-5)
+    assert cb.final_metrics() == cb.history[-1] and cb.diverged is None
+
+    header, rows = _csv_rows(tmp_path / "metrics.csv")
+    assert header == ["epoch", "train/loss_task_0", "train/loss_task_1",
+                      "validation/loss_task_0", "validation/loss_task_1"]
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert float(rows[1][4]) == pytest.approx(expected["validation/loss_task_1"], rel=1e-6)
+
+
+def test_extra_metrics_reach_history_csv_and_progress_bar(tmp_path):
+    class WithNorm(LoggingCallback):
+        def extra_metrics(self, trainer, pl_module, split):
+            return {"train/weight_norm": pl_module.model.weight.norm().item()} if split == "train" else {}
+
+    lm = LightningMultitask(_linear(), learning_rate=0.01, batch_size=4)
+    cb = WithNorm(tmp_path, plot=False)
+    trainer = lm.fit(DataModule(SineData({0: 4, 1: 4}), batch_size=4), callbacks=[cb], max_epochs=1, **QUIET)
+    norm = lm.model.weight.norm().item()
+    assert cb.history[0]["train/weight_norm"] == pytest.approx(norm)
+    assert trainer.progress_bar_metrics["train/weight_norm"] == pytest.approx(norm)
+    assert _csv_rows(tmp_path / "metrics.csv")[0][3] == "train/weight_norm"
+
+
+def test_resume_keeps_earlier_csv_rows_and_redoes_later_ones(tmp_path):
+    def run(ckpt=None):
+        lm = LightningMultitask(_linear(), learning_rate=0.01, batch_size=4)
+        dm = DataModule(SineData({0: 4, 1: 8}), batch_size=4)
+        cb = LoggingCallback(tmp_path, plot=False)
+        ckpt_cb = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1,
+                                  save_on_train_epoch_end=True)
+        lm.fit(dm, callbacks=[cb, ckpt_cb], ckpt_path=ckpt, max_epochs=5, **{**QUIET, "enable_checkpointing": True})
+        return cb
+
+    run()
+    path = tmp_path / "metrics.csv"
+    header, rows = _csv_rows(path)
+    assert [r[0] for r in rows] == ["0", "1", "2", "3", "4"]
+    # Mark the CSV: row 1 must survive as written, rows 3 and 4 must be redone.
+    rows[1][1] = "123.0"
+    rows[3][1] = rows[4][1] = "999.0"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([header] + rows)
+
+    cb = run(ckpt=str(tmp_path / "ckpt" / "epoch=2.ckpt"))  # saved after epoch 2: resumes at epoch 3
+    header2, rows2 = _csv_rows(path)
+    assert header2 == header
+    assert [r[0] for r in rows2] == ["0", "1", "2", "3", "4"]
+    assert rows2[:3] == rows[:3] and rows2[1][1] == "123.0"
+    assert "999.0" not in {rows2[3][1], rows2[4][1]}
+    assert [r["epoch"] for r in cb.history] == [0, 1, 2, 3, 4] and cb.history[1]["train/loss_task_0"] == 123.0
+
+
+def test_resume_at_epoch_3_drops_rows_from_epoch_3(tmp_path):
+    class Trainer:  # the parts of pl.Trainer the resume hook reads
+        current_epoch, is_global_zero = 3, True
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,train/loss_task_0\n" + "".join(f"{e},{e / 10}\n" for e in range(5)))
+    cb = LoggingCallback(tmp_path)
+    cb.on_train_start(Trainer(), None)
+    assert path.read_text() == "epoch,train/loss_task_0\n0,0.0\n1,0.1\n2,0.2\n"
+    assert [r["epoch"] for r in cb.history] == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------ plots
+@pytest.mark.parametrize("d_in", [1, 2])
+def test_plots_per_task_and_active_dim_at_interval_and_last_epoch(tmp_path, d_in):
+    lm = LightningMultitask(_linear(d_in), learning_rate=0.01, batch_size=8,
+                            criterion={"task_0": "MSELoss", "task_1": ("dimred_MSELoss", [1])})
+    dm = DataModule(SineData({0: 8, 1: 16}, d_in=d_in), batch_size=8)
+    cb = LoggingCallback(tmp_path, logging_epoch_interval=2)
+    lm.fit(dm, callbacks=[cb], max_epochs=3, **QUIET)
+    expected = {f"task{t}_dim{d}_epoch{e:04d}.{ext}"
+                for e in (1, 2) for t, d in ((0, 0), (0, 1), (1, 1)) for ext in ("png", "pdf")}
+    files = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert files == expected
+    assert all((tmp_path / "plots" / f).stat().st_size > 1000 for f in files)
+
+
+# ------------------------------------------------------------------- divergence
+class NaNModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 2)
+
+    def forward(self, x):
+        return self.lin(x) * float("nan")
+
+
+def test_non_finite_loss_stops_and_names_task_and_epoch(tmp_path, caplog):
+    models = {"task_0": _linear(), "task_1": NaNModel()}
+    lm = LightningMultitask(models, learning_rate=0.01, batch_size=4)
+    dm = DataModule(SineData({0: 4, 1: 4}), batch_size=4)
+    cb = LoggingCallback(None)
+    with caplog.at_level(logging.WARNING, logger="experiments.compositeSine.logging_callback"):
+        trainer = lm.fit(dm, callbacks=[cb], max_epochs=5, default_root_dir=str(tmp_path), **QUIET)
+    assert cb.diverged == {"task": 1, "epoch": 0, "split": "train"}
+    assert trainer.current_epoch == 1 and len(cb.history) == 1
+    assert math.isfinite(cb.history[0]["train/loss_task_0"]) and math.isnan(cb.history[0]["train/loss_task_1"])
+    assert "loss of task 1 became nan at epoch 0; stopping" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # out_dir None: no files
+
+
+# -------------------------------------------------------------------------- W&B
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """No login, every W&B path under tmp_path, and no reachable server."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    for key, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_CONFIG_DIR", "config"),
+                     ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
+        monkeypatch.setenv(key, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return home
+
+
+def test_wandb_modes(wandb_env, tmp_path, monkeypatch):
+    assert resolve_wandb_mode(None) == "offline"
+    assert make_wandb_logger("p", "n", "id", "g", [], {}, tmp_path, mode="disabled") is None
+    with pytest.raises(ValueError, match="allowed: online, offline, disabled"):
+        make_wandb_logger("p", "n", "id", "g", [], {}, tmp_path, mode="dryrun")
+    with pytest.raises(ValueError, match="needs a login"):
+        resolve_wandb_mode("online")
+    # auto without a key: offline (the logger is built, no W&B run is started yet)
+    logger = make_wandb_logger("p", "n", "id", "g", ["a"], {"f": len, "t": (1, 2)}, tmp_path, mode=None)
+    assert logger._wandb_init["mode"] == "offline" and logger._wandb_init["id"] == "id"
+    assert logger._wandb_init["resume"] == "allow"
+    netrc = wandb_env / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    netrc.chmod(0o600)
+    assert resolve_wandb_mode(None) == "online"
+    netrc.unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode(None) == "online"
+    finish_wandb()  # no run: a no-op
+
+
+def test_jsonable_config():
+    cfg = {"a": (1, 2), "f": len, "n": np.float32(0.5), "arr": np.arange(2), 3: None}
+    out = jsonable(cfg)
+    json.dumps(out)
+    assert out["a"] == [1, 2] and out["n"] == 0.5 and out["arr"] == [0, 1] and out["3"] is None
+    assert "len" in out["f"]
+
+
+def test_wandb_offline_run_gets_metrics_and_plots(wandb_env, tmp_path):
+    import wandb
+
+    logger = make_wandb_logger("logging_test", "tag_config1", "tag-abc", "abcMLP", ["t"],
+                               {"training": {"criterion": ("dimred_MSELoss", [0])}}, tmp_path / "runs", "offline")
+    logged = []
+    real = logger.log_metrics
+    logger.log_metrics = lambda metrics, step=None: (logged.append(dict(metrics)), real(metrics, step))
+    try:
+        lm = LightningMultitask(_linear(), learning_rate=0.01, batch_size=4)
+        dm = DataModule(SineData({0: 4, 1: 4}), batch_size=4)
+        cb = LoggingCallback(tmp_path / "out", logging_epoch_interval=1)
+        lm.fit(dm, callbacks=[cb], max_epochs=2, **{**QUIET, "logger": logger})
+        assert wandb.run is not None and wandb.run.settings.mode == "offline"
+    finally:
+        finish_wandb()
+    assert wandb.run is None
+    keys = set().union(*logged)
+    assert {"train/loss_task_0", "validation/loss_task_1", "epoch"} <= keys
+    images = [m for m in logged if "plots/task_0_dim_0" in m]
+    assert len(images) == 2 and isinstance(images[0]["plots/task_1_dim_1"], wandb.Image)
+    runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert os.environ["WANDB_SILENT"] == "true"
