@@ -1,0 +1,149 @@
+"""Each 'Making changes' recipe of the README, done exactly as written there."""
+
+import csv
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import main as main_mod
+from core_code.create_data import CreateData
+from core_code.create_model import create_model, register_architecture, unregister_architecture
+from core_code.lightning_multitask import LightningMultitask
+from core_code.util import batching, criteria, default_config, function_lib, optimizers
+from core_code.util.lightning import DataModule
+from experiments import EXPERIMENTS, load_experiment, register_experiment
+
+TINY_DATA = {"d_in": 1, "d_out": 1, "f_true": "sine", "n_train": 16, "n_val": 8, "n_test": 0}
+
+
+@pytest.mark.slow
+def test_recipe_new_experiment(tmp_path, monkeypatch, capsys):
+    pkg = tmp_path / "myexp"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "configs.py").write_text(textwrap.dedent("""
+        # Launch: python main.py --experiment myexp   Expect: one point, done in seconds.
+        configs_data = {"d_in": 1, "d_out": 1, "f_true": "sine", "n_train": 16, "n_val": 8, "n_test": 0}
+        configs_architecture = {"architecture_key": "abcMLP", "width": [4, 8], "depth": 2, "d_in": 1, "d_out": 1}
+        configs_training = {"batch_size": 8, "update_rule": "SGD", "learning_rate": 0.01}
+        configs_custom = {"seed": 0, "my_option": 3}
+        configs_trainer = {"max_epochs": 1, "enable_progress_bar": False}
+    """))
+    (pkg / "manager.py").write_text(textwrap.dedent("""
+        from experiments.util import BasicManager
+
+        class Manager(BasicManager):
+            experiment = "myexp"
+            CUSTOM_DEFAULTS = {**BasicManager.CUSTOM_DEFAULTS, "my_option": 1}
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def loader():
+        from myexp import configs, manager
+        return manager.Manager, configs
+
+    monkeypatch.setitem(EXPERIMENTS, "myexp", loader)
+    with pytest.raises(ValueError, match="already registered"):
+        register_experiment("myexp", loader)
+    assert main_mod.main(["--experiment", "myexp", "--runs_dir", str(tmp_path / "runs"), "--wandb", "disabled",
+                          "--experimentbatch_name", "T"]) == 0
+    cfg = json.loads((tmp_path / "runs" / "T" / "config2" / "config.json").read_text())
+    assert cfg["experiment"] == "myexp" and cfg["custom"]["my_option"] == 3
+    assert cfg["architecture"]["width"] == 8
+    sys.modules.pop("myexp", None)
+
+
+def test_recipe_config_item(monkeypatch):
+    monkeypatch.setitem(default_config.TRAINING_DEFAULTS, "warmup_epochs", 0)
+    assert default_config.init_config_training()["warmup_epochs"] == 0
+    assert default_config.init_config_training(warmup_epochs=5)["warmup_epochs"] == 5
+    with pytest.raises(ValueError, match="Did you mean 'warmup_epochs'"):
+        default_config.init_config_training(warmup_epoch=5)
+
+
+def test_recipe_target_function():
+    function_lib.register_function("double", lambda x, p: 2 * x[:, 0])
+    try:
+        data = CreateData(**dict(TINY_DATA, f_true="double"))
+        val = data.create_data("val")
+        torch.testing.assert_close(val["y"][:, 0], 2 * val["x"][:, 0])
+    finally:
+        del function_lib.FUNCTIONS["double"]
+
+
+class TwoLayer(torch.nn.Module):
+    """A user architecture defined outside core_code."""
+
+    def __init__(self, d_in, d_out, hidden=4, **_):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, d_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.slow
+def test_recipe_architecture_trains_for_an_epoch(tmp_path):
+    register_architecture("TwoLayer", TwoLayer, {"hidden": 4})
+    try:
+        manager_cls, configs = load_experiment("tinyTest")
+        arch = {"architecture_key": "TwoLayer", "hidden": [3, 5], "d_in": 1, "d_out": 7}
+        m = manager_cls(configs.configs_data, arch, configs.configs_training,
+                        dict(configs.configs_trainer, max_epochs=1), configs.configs_custom,
+                        runs_dir=tmp_path, wandb_mode="disabled")
+        assert m.run("T") == {1: "done", 2: "done"}
+        rows = list(csv.DictReader((tmp_path / "T" / "config2" / "metrics.csv").open()))
+        assert len(rows) == 1
+        assert isinstance(create_model(**dict(arch, hidden=5)), TwoLayer)
+    finally:
+        unregister_architecture("TwoLayer")
+
+
+def test_recipe_criterion_and_optimizer(monkeypatch):
+    monkeypatch.setitem(criteria.CRITERIA, "L1Loss", lambda: torch.nn.functional.l1_loss)
+    monkeypatch.setitem(optimizers.UPDATE_RULES, "RMSprop", torch.optim.RMSprop)
+    model = torch.nn.Linear(1, 1)
+    lm = LightningMultitask(model, criterion="L1Loss", update_rule="RMSprop", learning_rate=0.1)
+    (opt,) = lm.configure_optimizers()
+    assert isinstance(opt, torch.optim.RMSprop)
+    pred, y = torch.tensor([[1.0], [3.0]]), torch.zeros(2, 1)
+    assert lm.criterion(0)(pred, y).item() == pytest.approx(2.0)
+
+
+def test_recipe_batching_strategy(monkeypatch):
+    def whole_split(data, config, seed, rank=0, world_size=1):
+        return [data]
+
+    monkeypatch.setitem(batching.BATCHING_STRATEGIES, "whole", whole_split)
+    dm = DataModule(CreateData(**TINY_DATA), batching_strategy="whole")
+    dm.setup()
+    (batch,) = list(dm.train_dataloader())
+    assert batch["x"].shape == (16, 1)
+
+
+@pytest.mark.slow
+def test_recipe_logged_metric(tmp_path):
+    from experiments.compositeSine.logging_callback import LoggingCallback
+
+    class WithWeightNorm(LoggingCallback):
+        def extra_metrics(self, trainer, pl_module, split):
+            if split != "train":
+                return {}
+            norm = sum(p.detach().pow(2).sum() for p in pl_module.parameters()).sqrt()
+            return {"train/weight_norm": float(norm)}
+
+    manager_cls, configs = load_experiment("tinyTest")
+
+    class Manager(manager_cls):
+        def make_callbacks(self, cfg, run_dir):
+            return [WithWeightNorm(run_dir, logging_epoch_interval=10)] + super().make_callbacks(cfg, run_dir)[1:]
+
+    m = Manager(configs.configs_data, dict(configs.configs_architecture, width=8), configs.configs_training,
+                dict(configs.configs_trainer, max_epochs=2), configs.configs_custom,
+                runs_dir=tmp_path, wandb_mode="disabled")
+    assert m.run("T") == {1: "done"}
+    rows = list(csv.DictReader((tmp_path / "T" / "config1" / "metrics.csv").open()))
+    assert len(rows) == 2 and all(float(r["train/weight_norm"]) > 0 for r in rows)
