@@ -6,6 +6,7 @@
     python main.py --list                            # the grid: index and varying values
     python main.py --status TAG                      # status of every point of runs/TAG
     python main.py --missing TAG                     # 1-based indices not done: 2,3
+    python main.py --collect TAG                     # summary.csv, comparison plots, table
 
 Exit codes: 0 success, 1 a grid point failed, 2 bad arguments or configuration.
 """
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--list", action="store_true", help="print the grid and exit")
     actions.add_argument("--status", metavar="TAG", help="print the status of runs/TAG and exit")
     actions.add_argument("--missing", metavar="TAG", help="print the 1-based indices of runs/TAG not done")
+    actions.add_argument("--collect", metavar="TAG",
+                         help="write runs/TAG/summary.csv and comparison plots, print the table")
     return p
 
 
@@ -103,6 +106,10 @@ def list_grid(manager) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.collect:
+        from experiments import collect
+
+        return collect.main([args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
     from experiments.run_state import GridChangedError
 

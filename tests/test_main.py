@@ -121,6 +121,11 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     assert run_main(tmp_path, "--status", "T") == 0
     table = capsys.readouterr().out
     assert "    2  " in table and "done" in table and "pending: 2" in table
+    assert run_main(tmp_path, "--collect", "T") == 0
+    rows = list(csv.DictReader((tmp_path / "runs" / "T" / "summary.csv").open()))
+    assert [(r["index"], r["status"], r["width"]) for r in rows] == [
+        ("1", "pending", "8"), ("2", "done", "16"), ("3", "pending", "32")]
+    assert float(rows[1]["final_val_loss_task_0"]) > 0
 
 
 @pytest.mark.slow

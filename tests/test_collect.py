@@ -1,0 +1,169 @@
+"""Grid summary (experiments.collect) on synthetic run folders: summary.csv, table, plots, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments import collect as co
+
+TAG = "grid"
+
+
+def _point_config(width, lr, **arch):
+    return {
+        "experiment": "tinyTest",
+        "data": {"d_in": 1, "d_out": 7, "n_train": {"task_0": 32, "task_1": 64}, "noise_scale": 0.05},
+        "architecture": {"architecture_key": "abcMLP", "width": width, "depth": 3, "d_in": 1, "d_out": 7, **arch},
+        "training": {"learning_rate": lr, "criterion": {"task_0": ["dimred_MSELoss", [0]],
+                                                         "task_1": ["dimred_MSELoss", [1, 2]]}},
+        "custom": {"seed": 1},
+    }
+
+
+def _write_metrics(path: Path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch", "train/loss_task_0", "train/loss_task_1", "validation/loss_task_0", "validation/loss_task_1"]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(keys)
+        for epoch, (v0, v1) in enumerate(rows):
+            w.writerow([epoch, 1.0, 1.0, v0, v1])
+
+
+def make_grid(root: Path, points, tag=TAG):
+    """points: list of (config, status or None, metrics rows or None, summary extras)."""
+    base = root / tag
+    base.mkdir(parents=True)
+    manifest = {"experiment": "tinyTest", "tag": tag, "grid_size": len(points), "created": "now",
+                "points": [{"index": i + 1, "id": f"id{i + 1}", "config": cfg} for i, (cfg, *_) in enumerate(points)]}
+    (base / "manifest.json").write_text(json.dumps(manifest))
+    for i, (_, status, metrics, extra) in enumerate(points):
+        d = base / f"config{i + 1}"
+        if status is not None:
+            d.mkdir()
+            (d / "summary.json").write_text(json.dumps({"status": status, "id": f"id{i + 1}", **extra}))
+        if metrics is not None:
+            _write_metrics(d / "metrics.csv", metrics)
+    return base
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """2 widths x 2 learning rates: two done, one failed after one epoch, one pending."""
+    make_grid(tmp_path, [
+        (_point_config(16, 0.01), "done", [(1.0, 2.0), (0.5, 1.0), (0.75, 0.5)],
+         {"epochs": 3, "final": {"validation/loss_task_0": 0.75, "validation/loss_task_1": 0.5}}),
+        (_point_config(16, 0.1), "done", [(0.5, 0.25), (0.25, 0.125)], {"epochs": 2}),
+        (_point_config(32, 0.01), "failed", [(2.0, 4.0)], {"error": "RuntimeError: boom"}),
+        (_point_config(32, 0.1), None, None, {}),
+    ])
+    return tmp_path
+
+
+HEADER = ["index", "id", "status", "width", "learning_rate", "epochs",
+          "final_val_loss_task_0", "best_val_loss_task_0", "final_val_loss_task_1", "best_val_loss_task_1"]
+
+TABLE = """\
+index  id   status   width  learning_rate  epochs  final_val_loss_task_0  best_val_loss_task_0  final_val_loss_task_1  best_val_loss_task_1
+-----  ---  -------  -----  -------------  ------  ---------------------  --------------------  ---------------------  --------------------
+    1  id1  done        16           0.01       3                   0.75                   0.5                    0.5                   0.5
+    2  id2  done        16            0.1       2                   0.25                  0.25                  0.125                 0.125
+    3  id3  failed      32           0.01       1                      2                     2                      4                     4
+    4  id4  pending     32            0.1       -                      -                     -                      -                     -
+4 points: 2 done, 1 failed, 1 pending"""
+
+
+def test_summary_csv_has_one_row_per_point_with_exact_columns(grid):
+    rows = co.collect(grid, TAG)
+    path = co.write_summary_csv(rows, grid / TAG / "summary.csv")
+    with path.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == HEADER
+    assert table[1:] == [
+        ["1", "id1", "done", "16", "0.01", "3", "0.75", "0.5", "0.5", "0.5"],
+        ["2", "id2", "done", "16", "0.1", "2", "0.25", "0.25", "0.125", "0.125"],
+        ["3", "id3", "failed", "32", "0.01", "1", "2.0", "2.0", "4.0", "4.0"],
+        ["4", "id4", "pending", "32", "0.1", "", "", "", "", ""],
+    ]
+    assert co.parameter_columns(rows) == ["width", "learning_rate"]
+    assert co.task_ids(rows) == [0, 1]
+
+
+def test_table_is_aligned_with_a_status_count(grid):
+    assert co.format_table(co.collect(grid, TAG)) == TABLE
+
+
+def test_comparison_plots_exist_for_every_task_and_numeric_parameter(grid):
+    rows = co.collect(grid, TAG)
+    files = co.plot_comparisons(rows, grid, TAG)
+    names = sorted(f.name for f in files)
+    expected = sorted(f"summary_task{t}_{kind}.{ext}" for t in (0, 1)
+                      for kind in ("final_vs_width", "final_vs_learning_rate", "curves") for ext in ("png", "pdf"))
+    assert names == expected
+    for f in files:
+        assert f.parent == grid / TAG and f.stat().st_size > 1000
+
+
+def test_log_axis_only_where_values_span_a_decade():
+    assert co._spans_decade([0.01, 0.1])
+    assert co._spans_decade([64, 128, 256, 512, 1024])
+    assert not co._spans_decade([8, 16, 32])
+    assert not co._spans_decade([-1.0, 1.0])
+
+
+def test_cli_writes_summary_and_prints_the_table(grid, capsys):
+    assert co.main([TAG, "--runs_dir", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert TABLE in out
+    assert (grid / TAG / "summary.csv").is_file()
+    assert (grid / TAG / "summary_task1_curves.png").is_file()
+
+
+def test_cli_without_a_manifest_says_so(tmp_path, capsys):
+    assert co.main(["nope", "--runs_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "manifest.json" in err and "nope" in err
+
+
+def test_partial_grid_running_and_diverged_points(tmp_path):
+    """A running point shows its epochs so far; a diverged one its nan final and finite best."""
+    make_grid(tmp_path, [
+        (_point_config(16, 0.01), "running", [(1.0, 1.0), (0.5, 0.5)], {}),
+        (_point_config(16, 10.0), "diverged", [(1.0, 1.0), (math.nan, 0.25)], {"epochs": 2}),
+    ])
+    rows = co.collect(tmp_path, TAG)
+    assert [r["status"] for r in rows] == ["running", "diverged"]
+    assert [r["epochs"] for r in rows] == [2, 2]
+    assert co.parameter_columns(rows) == ["learning_rate"]  # width no longer varies
+    assert math.isnan(rows[1]["final_val_loss_task_0"]) and rows[1]["best_val_loss_task_0"] == 1.0
+    text = co.format_table(rows)
+    assert "nan" in text and "1 diverged, 1 running" in text
+    assert co.plot_comparisons(rows, tmp_path, TAG)  # nan points are left out, not an error
+
+
+def test_varying_values_shared_keys_lists_and_sections(tmp_path):
+    """d_in in data and architecture is one column; a list value is shown as JSON, and not plotted."""
+    points = []
+    for i, la in enumerate(([-0.5, 0, 0.5], [0, 0.5, 0.5])):
+        cfg = _point_config(16, 0.01, list_a=la)
+        cfg["data"]["d_in"] = cfg["architecture"]["d_in"] = 1 + i
+        points.append((cfg, "done", [(0.5, 0.5)], {"epochs": 1}))
+    make_grid(tmp_path, points)
+    rows = co.collect(tmp_path, TAG)
+    assert co.parameter_columns(rows) == ["d_in", "list_a"]
+    co.write_summary_csv(rows, tmp_path / "s.csv")
+    with (tmp_path / "s.csv").open(newline="") as fh:
+        assert list(csv.reader(fh))[1][3:5] == ["1", "[-0.5,0,0.5]"]
+    names = {f.name for f in co.plot_comparisons(rows, tmp_path, TAG)}
+    assert "summary_task0_final_vs_d_in.png" in names
+    assert not any("list_a" in n for n in names)
+
+
+def test_a_key_that_differs_between_sections_gets_section_columns():
+    points = [{"config": {"data": {"seed": s}, "custom": {"seed": 1}}} for s in (1, 2)]
+    assert co.varying_parameters(points) == {"data.seed": ("data", "seed")}
