@@ -3,8 +3,9 @@
     python pre_main.py [--experiment NAME]      -> prints e.g. 3
 
 Prints the count on stdout and exits 0 (the original returned it as the exit code,
-which breaks above 255). An unknown experiment or invalid config: one line on stderr,
-exit code 2.
+which breaks above 255). The whole grid is validated first, so a job array is never
+submitted for a grid that cannot run: an unknown experiment or an invalid config gives
+the error on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--experiment", default="compositeSine")
     args = parser.parse_args(argv)
     from core_code.util.config_extractions import ConfigError
-    from experiments import grid, load_experiment
+    from experiments import load_experiment
 
     try:
-        _, configs = load_experiment(args.experiment)
-        size = grid.grid_size(configs.configs_data, configs.configs_architecture,
-                              configs.configs_training, getattr(configs, "configs_custom", {}))
+        manager_cls, configs = load_experiment(args.experiment)
+        manager = manager_cls(configs.configs_data, configs.configs_architecture, configs.configs_training,
+                              getattr(configs, "configs_trainer", {}), getattr(configs, "configs_custom", {}))
+        size = len(manager.validate())
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

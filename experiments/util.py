@@ -158,7 +158,8 @@ class BasicManager:
 
         return [
             LoggingCallback(run_dir, logging_epoch_interval=cfg["custom"]["logging_epoch_interval"]),
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+            # save_top_k=1 (the newest epoch): with 0, Lightning 2.x writes last.ckpt only at the end.
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1,
                             every_n_epochs=cfg["custom"]["checkpoint_every_n_epochs"],
                             save_on_train_epoch_end=True),
         ]
@@ -290,8 +291,16 @@ class BasicManager:
         return "\n".join(lines)
 
     def missing(self, experimentbatch_name: str) -> list[int]:
-        """1-based indices of the TAG's grid points that are not done."""
-        return [i for i, _, s in RunDir(self.runs_dir, experimentbatch_name).statuses() if s != "done"]
+        """1-based indices of the TAG's grid points that are not done (all, for a new TAG).
+
+        Raises GridChangedError when the TAG holds another grid than this experiment's.
+        """
+        run_dir = RunDir(self.runs_dir, experimentbatch_name)
+        points = self.validate()
+        if run_dir.manifest() is None:
+            return list(range(1, len(points) + 1))
+        run_dir.ensure_manifest(self.experiment, [self.point_config(p) for p in points])
+        return [i for i, _, s in run_dir.statuses() if s != "done"]
 
 
 __all__ = ["BasicManager", "GridError", "GridChangedError"]

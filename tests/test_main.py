@@ -210,3 +210,53 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     for ra, rb in zip(a, b):
         for key in ra:
             assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_run_killed_mid_training_resumes_from_its_last_epoch_checkpoint(tmp_path):
+    import pytorch_lightning as pl
+
+    manager_cls, configs = load_experiment("tinyTest")
+
+    class Kill(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                raise RuntimeError("killed")
+
+    class Killed(manager_cls):
+        kill = True
+
+        def make_callbacks(self, cfg, run_dir):
+            return super().make_callbacks(cfg, run_dir) + ([Kill()] if self.kill else [])
+
+    args = (configs.configs_data, dict(configs.configs_architecture, width=8), configs.configs_training,
+            dict(configs.configs_trainer, max_epochs=4), configs.configs_custom)
+    m = Killed(*args, runs_dir=tmp_path, wandb_mode="disabled")
+    assert m.run("T") == {1: "failed"}
+    ckpt = tmp_path / "T" / "config1" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()  # written after each epoch, not only at the end
+    m.kill = False
+    assert m.run("T") == {1: "done"}
+    summary = RunDir(tmp_path, "T").summary(1)
+    assert summary["resumed_from"] == str(ckpt) and summary["epochs"] == 4
+    rows = list(csv.DictReader((tmp_path / "T" / "config1" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+
+
+def test_missing_refuses_a_changed_grid(tmp_path, capsys, monkeypatch):
+    from experiments.run_state import write_json
+
+    write_json(tmp_path / "runs" / "T" / "manifest.json",
+               {"experiment": "tinyTest", "points": [{"index": 1, "id": "x", "config": {}}]})
+    assert run_main(tmp_path, "--missing", "T") == 2
+    assert "use a new --experimentbatch_name" in capsys.readouterr().err
+    assert run_main(tmp_path, "--missing", "NEW") == 0
+    assert capsys.readouterr().out == "1,2,3\n"
+
+
+def test_pre_main_validates_the_grid(capsys, monkeypatch):
+    _, configs = load_experiment("tinyTest")
+    monkeypatch.setitem(configs.configs_training, "batch_size", 1)
+    assert pre_main.main(["--experiment", "tinyTest"]) == 2
+    err = capsys.readouterr().err
+    assert "3 of 3 grid points are invalid" in err and "'batch_size' is 1 but there are 2 tasks" in err
