@@ -83,7 +83,7 @@ def varying_parameters(points: Sequence[dict]) -> dict[str, tuple[str, str]]:
                     seen[key].append(section)
     out: dict[str, tuple[str, str]] = {}
     for key, sections in seen.items():
-        def values(section: str) -> list[str]:
+        def values(section: str, key: str = key) -> list[str]:
             return [_canonical((p.get("config", {}).get(section) or {}).get(key)) for p in points]
 
         per_section = {s: values(s) for s in sections}

@@ -78,6 +78,32 @@ def _block_dims(d_in: int, bottleneck_width: int, d_out: int, depth: int) -> lis
     return [(dims[i], dims[i + 1]) for i in range(depth)]
 
 
+def bottleneck_activations(cfg: dict, depth: int) -> nn.ModuleList:
+    """The ``depth - 1`` bottleneck activations between blocks."""
+    return nn.ModuleList(
+        make_activation(cfg["hidden_bottleneck_activation"], cfg["hidden_bottleneck_activation_callback"],
+                        key="hidden_bottleneck_activation")
+        for _ in range(depth - 1)
+    )
+
+
+class BlockNetwork(nn.Module):
+    """Blocks in ``layers`` with ``activations`` between them (shared by Stack and abcStack)."""
+
+    layers: nn.ModuleList
+    activations: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block, activation in zip(self.layers, self.activations):
+            x = activation(block(x))
+        return self.layers[-1](x)
+
+    def reset_parameters(self) -> None:
+        """Re-draw every block's initialization."""
+        for block in self.layers:
+            block.reset_parameters()
+
+
 def _require_bool(cfg: dict, key: str) -> bool:
     value = cfg.get(key)
     if not isinstance(value, bool):
@@ -85,7 +111,7 @@ def _require_bool(cfg: dict, key: str) -> bool:
     return value
 
 
-class Stack(nn.Module):
+class Stack(BlockNetwork):
     """Stack of two-layer blocks; ``layers`` holds the blocks, ``activations`` the bottleneck activations."""
 
     def __init__(self, **config_architecture: Any):
@@ -117,24 +143,7 @@ class Stack(nn.Module):
             )
             for i, o in _block_dims(d_in, bottleneck_width, d_out, depth)
         )
-        self.activations = nn.ModuleList(
-            make_activation(
-                cfg["hidden_bottleneck_activation"],
-                cfg["hidden_bottleneck_activation_callback"],
-                key="hidden_bottleneck_activation",
-            )
-            for _ in range(depth - 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, activation in zip(self.layers, self.activations):
-            x = activation(block(x))
-        return self.layers[-1](x)
-
-    def reset_parameters(self) -> None:
-        """Re-draw every block's initialization."""
-        for block in self.layers:
-            block.reset_parameters()
+        self.activations = bottleneck_activations(cfg, depth)
 
     def lr_multipliers(self) -> list[tuple[list[nn.Parameter], float]]:
         """``[(all trainable params, 1.0)]``: Stack uses one learning rate (uniform interface)."""

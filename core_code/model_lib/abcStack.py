@@ -22,7 +22,7 @@ from core_code.model_lib.layers import (
     require_int,
     trainable_parameters,
 )
-from core_code.model_lib.Stack import _block_dims
+from core_code.model_lib.Stack import BlockNetwork, _block_dims, bottleneck_activations
 from core_code.util.default_config import init_config_abcStack
 
 
@@ -55,7 +55,7 @@ class AbcStackBlock(nn.Module):
         self.linear_2.reset_parameters()
 
 
-class abcStack(nn.Module):
+class abcStack(BlockNetwork):
     """abc-parametrized Stack; ``layers`` holds the blocks, ``activations`` the bottleneck activations."""
 
     def __init__(self, **config_architecture: Any):
@@ -88,24 +88,7 @@ class abcStack(nn.Module):
             )
             for k, (i, o) in enumerate(_block_dims(d_in, bottleneck_width, d_out, depth))
         )
-        self.activations = nn.ModuleList(
-            make_activation(
-                cfg["hidden_bottleneck_activation"],
-                cfg["hidden_bottleneck_activation_callback"],
-                key="hidden_bottleneck_activation",
-            )
-            for _ in range(depth - 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, activation in zip(self.layers, self.activations):
-            x = activation(block(x))
-        return self.layers[-1](x)
-
-    def reset_parameters(self) -> None:
-        """Re-draw every block's initialization."""
-        for block in self.layers:
-            block.reset_parameters()
+        self.activations = bottleneck_activations(cfg, depth)
 
     def lr_multipliers(self) -> list[tuple[list[nn.Parameter], float]]:
         """``[(params, variable_width^(-c))]`` covering every trainable parameter once."""
