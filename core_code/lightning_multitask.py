@@ -10,6 +10,23 @@ Optimization (manual, so per-task optimizers have exact semantics):
 - otherwise one optimizer per task: every task's gradient is computed from that task's
   loss alone at the same parameters, then each task's optimizer applies its own update
   with its own gradient (shared model + SGD: p <- p - lr_0 g_0 - lr_1 g_1).
+
+Speed (the per-step cost must stay near a hand-written loop's):
+- batches are ``TaskBatch``es that carry their task blocks (``DataModule`` makes
+  them; any dict with the three keys works, its blocks are then searched per step);
+  losses are computed by slicing each task's block;
+- the optimizers and the step machinery are looked up once per fit, not per step;
+- when nothing can observe the difference (single device, 32-bit ``Precision``, no
+  module or callback overriding ``backward``/``on_before_backward``/
+  ``on_after_backward``/``on_before_optimizer_step``), backward and step run directly
+  (``loss.backward()``, ``optimizer.step()``), still counted by Lightning's step
+  progress (``global_step``); otherwise through ``manual_backward`` and the
+  ``LightningOptimizer``, which call those hooks;
+- a ``ChunkBatch`` (``DataModule(steps_per_chunk=K)``) runs K optimizer steps in one
+  ``training_step``: the same steps, without Lightning's per-step loop around each;
+  it stops at ``max_steps`` exactly. Its outputs summarize the chunk: ``losses`` the
+  row-weighted mean of each task's loss, ``n`` the rows, ``preds`` the concatenated
+  predictions, ``loss`` the mean aggregate, ``steps`` the batches it trained on.
 """
 
 from __future__ import annotations
@@ -20,7 +37,7 @@ import pytorch_lightning as pl
 import torch
 
 from core_code.util.aggregation import make_aggregator
-from core_code.util.batching import task_blocks
+from core_code.util.batching import ChunkBatch, TaskBatch, batch_blocks
 from core_code.util.config_extractions import (
     ConfigError,
     check_config,
@@ -34,6 +51,71 @@ from core_code.util.default_config import init_config_trainer, init_config_train
 from core_code.util.optimizers import make_optimizer
 
 Models = Union[torch.nn.Module, Mapping[str, torch.nn.Module]]
+
+
+_STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+class _StepMachinery:
+    """How ``training_step`` runs backward and the optimizer steps during one fit.
+
+    ``direct`` (the fast path) when nothing observes the difference: a single-device
+    strategy with the plain 32-bit ``Precision`` plugin, and neither the module nor a
+    callback overriding ``backward`` or the hooks Lightning calls around backward and
+    step. Then ``loss.backward()`` and ``optimizer.step()`` run directly, wrapped by the
+    ``LightningOptimizer``'s step-progress callbacks (so ``global_step`` and ``max_steps``
+    count them as before). Otherwise ``manual_backward`` and ``LightningOptimizer.step``.
+    Without a trainer (a step called by hand): the module's own optimizers, stepped
+    directly, and the module's ``backward``.
+    """
+
+    def __init__(self, module: "LightningMultitask", trainer: Any, key: Any):
+        self.trainer, self.key = trainer, key
+        if trainer is None:
+            self.wrapped = list(module.configure_optimizers())
+            self.raw = list(self.wrapped)
+            self.direct, self.counted = True, False
+        else:
+            opts = module.optimizers()
+            self.wrapped = list(opts) if isinstance(opts, (list, tuple)) else [opts]
+            self.raw = [getattr(o, "_optimizer", o) for o in self.wrapped]
+            self.direct = self._direct_ok(module, trainer)
+            self.counted = True
+        self.params = [[p for g in opt.param_groups for p in g["params"]] for opt in self.raw]
+        if trainer is None:
+            self.backward = module.backward
+        elif self.direct:
+            self.backward = torch.Tensor.backward
+        else:
+            self.backward = module.manual_backward
+
+    def _direct_ok(self, module: "LightningMultitask", trainer: Any) -> bool:
+        try:
+            from pytorch_lightning.plugins.precision import Precision
+            from pytorch_lightning.strategies import SingleDeviceStrategy
+            from pytorch_lightning.utilities.model_helpers import is_overridden
+        except ImportError:  # another Lightning: take the general path
+            return False
+        if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+            return False
+        if any(is_overridden(h, module, pl.LightningModule) for h in _STEP_HOOKS + ("backward",)):
+            return False
+        if any(is_overridden(h, cb, pl.Callback) for cb in trainer.callbacks for h in _STEP_HOOKS):
+            return False
+        return all(hasattr(o, "_on_before_step") and hasattr(o, "_on_after_step") and hasattr(o, "_optimizer")
+                   for o in self.wrapped)
+
+    def step(self, i: int) -> None:
+        """Step optimizer ``i``."""
+        if not self.direct:
+            self.wrapped[i].step()
+        elif self.counted:
+            wrapped = self.wrapped[i]
+            wrapped._on_before_step()  # Lightning's step progress (global_step) and profiler
+            self.raw[i].step()
+            wrapped._on_after_step()
+        else:
+            self.raw[i].step()
 
 
 class LightningMultitask(pl.LightningModule):
@@ -111,27 +193,25 @@ class LightningMultitask(pl.LightningModule):
         """Predictions of the shared model, or of ``task``'s model."""
         return self.model(x) if self.shared else self.task_model(0 if task is None else task)(x)
 
-    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        # Task blocks are found on the CPU, before the batch moves to an accelerator.
-        batch = dict(batch)
-        batch["_blocks"] = task_blocks(batch["task_activity"])
-        return batch
-
     def predict_tasks(self, batch: dict) -> tuple[dict[int, torch.Tensor], dict[int, tuple[int, int]]]:
         """Per-task predictions for a batch: one forward of the shared model, sliced."""
-        blocks = batch.get("_blocks") or task_blocks(batch["task_activity"])
-        x = batch["x"]
-        if self.shared:
-            out = self.model(x)
-            preds = {t: out[a:b] for t, (a, b) in blocks.items()}
-        else:
-            preds = {t: self.task_model(t)(x[a:b]) for t, (a, b) in blocks.items()}
-        return preds, blocks
+        blocks = batch_blocks(batch)
+        return self._predict(batch["x"], blocks), blocks
 
     def task_losses(self, batch: dict, preds: dict, blocks: dict) -> dict[int, torch.Tensor]:
         """Per-task criterion values (without regularization)."""
-        y = batch["y"]
-        return {t: self.criterion(t)(preds[t], y[a:b]) for t, (a, b) in blocks.items()}
+        return self._losses(batch["y"], preds, blocks)
+
+    def _predict(self, x: torch.Tensor, blocks: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
+        if self.shared:
+            out = self.model(x)
+            return {t: out[a:b] for t, (a, b) in blocks.items()}
+        return {t: self.task_model(t)(x[a:b]) for t, (a, b) in blocks.items()}
+
+    def _losses(self, y: torch.Tensor, preds: dict, blocks: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
+        criteria = self._criteria
+        return {t: (criteria[t] if t in criteria else self.criterion(t))(preds[t], y[a:b])
+                for t, (a, b) in blocks.items()}
 
     # ------------------------------------------------------------- training
     def configure_optimizers(self):
@@ -158,36 +238,121 @@ class LightningMultitask(pl.LightningModule):
             dm.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
-        preds, blocks = self.predict_tasks(batch)
-        losses = self.task_losses(batch, preds, blocks)
-        objectives = dict(losses)
-        for t in losses:
-            reg = self.regularization(t)
-            if reg is not None:
-                objectives[t] = objectives[t] + reg
-        opts = self.optimizers()
-        if not isinstance(opts, list):
-            opts = [opts]
-        if not self.per_task_optimizers:
-            opt = opts[0]
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(self.aggregate(objectives))
-            opt.step()
-        else:
-            self._per_task_step(opts, objectives)
+        steps = self._step_machinery()
+        if isinstance(batch, ChunkBatch):
+            return self._train_chunk(batch, steps)
+        losses, preds, blocks, loss = self._train_batch(batch, steps)
         return {
-            "loss": self.aggregate({t: v.detach() for t, v in objectives.items()}),
+            "loss": loss,
             "losses": {t: v.detach() for t, v in losses.items()},
             "preds": {t: p.detach() for t, p in preds.items()},
             "n": {t: b - a for t, (a, b) in blocks.items()},
         }
 
-    def _per_task_step(self, opts: Sequence, objectives: Mapping[int, torch.Tensor]) -> None:
+    def _objectives(self, losses: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Each task's loss plus its regularization (the losses themselves when alpha is 0)."""
+        reg_tasks = self.__dict__.get("_reg_tasks")
+        if reg_tasks is None:
+            alpha = self.config_training["regularization_alpha"]
+            any_alpha = any(alpha.values()) if isinstance(alpha, Mapping) else bool(alpha)
+            reg_tasks = self.__dict__["_reg_tasks"] = {} if any_alpha else False
+        if reg_tasks is False:  # no task is regularized
+            return losses
+        objectives = losses
+        for t in losses:
+            if t not in reg_tasks:
+                reg_tasks[t] = bool(self.task_config(t)["regularization_alpha"])
+            if reg_tasks[t]:
+                if objectives is losses:
+                    objectives = dict(losses)
+                objectives[t] = objectives[t] + self.regularization(t)
+        return objectives
+
+    def _optimize(self, losses: dict[int, torch.Tensor], steps: "_StepMachinery") -> torch.Tensor:
+        """Backward and step on the step's losses (plus regularization); the aggregate loss."""
+        objectives = self._objectives(losses)
+        if not self.per_task_optimizers:
+            steps.raw[0].zero_grad(set_to_none=True)
+            total = self.aggregate(objectives)
+            steps.backward(total)
+            steps.step(0)
+            return total
+        self._per_task_step(steps, objectives)
+        return self.aggregate({t: v.detach() for t, v in objectives.items()})
+
+    def _train_batch(self, batch: dict, steps: "_StepMachinery"):
+        """One optimizer step (one per optimizer) on ``batch``: (losses, preds, blocks, detached loss)."""
+        preds, blocks = self.predict_tasks(batch)
+        losses = self.task_losses(batch, preds, blocks)
+        return losses, preds, blocks, self._optimize(losses, steps).detach()
+
+    def _train_chunk(self, chunk: ChunkBatch, steps: "_StepMachinery") -> dict:
+        """The chunk's batches one optimizer step each, stopping at ``max_steps``; a summary."""
+        trainer = self._trainer
+        # Optimizer steps left before max_steps (Lightning checks global_step >= max_steps
+        # between its steps; here between the chunk's batches). Each batch steps every optimizer.
+        remaining = None
+        if trainer is not None and trainer.max_steps is not None and trainer.max_steps >= 0:
+            remaining = trainer.max_steps - trainer.global_step
+        per_batch = len(steps.raw)
+        # Subclasses that override predict_tasks/task_losses get them called with a
+        # TaskBatch per step; otherwise the rows are sliced without building one.
+        cls = type(self)
+        lean = (self.shared and cls.predict_tasks is LightningMultitask.predict_tasks
+                and cls.task_losses is LightningMultitask.task_losses)
+        # One optimizer: backward has freed each step's graph buffers, so the step's
+        # tensors are kept as they are and detached once, at the end. Per-task
+        # optimizers retain the graph: detach right away.
+        detach_now = self.per_task_optimizers
+        x, y = chunk["x"], chunk["y"]
+        records = []
+        for a, b, blocks in chunk.steps:
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                remaining -= per_batch
+            if lean:
+                preds = self._predict(x[a:b], blocks)
+                losses = self._losses(y[a:b], preds, blocks)
+            else:
+                batch = TaskBatch({k: v[a:b] for k, v in chunk.items()}, blocks=blocks)
+                preds, _ = self.predict_tasks(batch)
+                losses = self.task_losses(batch, preds, blocks)
+            total = self._optimize(losses, steps)
+            if detach_now:
+                losses = {t: v.detach() for t, v in losses.items()}
+                preds = {t: v.detach() for t, v in preds.items()}
+            records.append((losses, preds, blocks, total))
+        return self._chunk_summary(records)
+
+    @torch.no_grad()
+    def _chunk_summary(self, records: list) -> dict:
+        """``loss`` (mean aggregate), per-task ``losses`` (row-weighted means), ``n``, ``preds``, ``steps``."""
+        out: dict[str, Any] = {"losses": {}, "n": {}, "preds": {}, "steps": len(records)}
+        if not records:
+            return out
+        out["loss"] = torch.stack([r[3] for r in records]).mean()
+        tasks = list(dict.fromkeys(t for r in records for t in r[0]))
+        for t in tasks:
+            parts = [(r[0][t], r[1][t], r[2][t]) for r in records if t in r[0]]
+            rows = [b - a for _, _, (a, b) in parts]
+            values = torch.stack([v for v, _, _ in parts])
+            if min(rows) == max(rows):
+                out["losses"][t] = values.mean()
+            else:
+                weights = torch.tensor(rows, dtype=values.dtype, device=values.device)
+                out["losses"][t] = torch.dot(values, weights) / float(sum(rows))
+            out["n"][t] = sum(rows)
+            out["preds"][t] = torch.cat([p for _, p, _ in parts])
+        return out
+
+    def _per_task_step(self, steps: "_StepMachinery", objectives: Mapping[int, torch.Tensor]) -> None:
         """Each task's gradient from its own loss at the same parameters, then each step."""
         grads: dict[int, list] = {}
-        world = self.trainer.world_size if self._trainer is not None else 1
-        for t, opt in zip(self.optimizer_tasks, opts):
-            params = [p for g in opt.param_groups for p in g["params"]]
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        for i, t in enumerate(self.optimizer_tasks):
+            params = steps.params[i]
             if t not in objectives:
                 grads[t] = [torch.zeros_like(p) for p in params]
             else:
@@ -197,13 +362,28 @@ class LightningMultitask(pl.LightningModule):
                 for g in grads[t]:
                     torch.distributed.all_reduce(g)
                     g.div_(world)
-        for t, opt in zip(self.optimizer_tasks, opts):
-            params = [p for g in opt.param_groups for p in g["params"]]
+        for i, t in enumerate(self.optimizer_tasks):
+            params = steps.params[i]
             for p, g in zip(params, grads[t]):
                 p.grad = g
-            opt.step()
+            steps.step(i)
             for p in params:
                 p.grad = None
+
+    def _step_machinery(self) -> "_StepMachinery":
+        """The optimizers and how to step them, built once per fit (see ``_StepMachinery``)."""
+        trainer = self._trainer
+        key = getattr(getattr(trainer, "strategy", None), "_lightning_optimizers", None)
+        cached = self.__dict__.get("_steps_cache")
+        if cached is None or cached.trainer is not trainer or cached.key is not key or (key is None and trainer is not None):
+            cached = _StepMachinery(self, trainer, key)
+            self.__dict__["_steps_cache"] = cached
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_steps_cache", None)  # holds the trainer and its optimizer wrappers
+        return state
 
     # ----------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict) -> dict:

@@ -91,6 +91,7 @@ class BasicManager:
 
         from core_code.lightning_multitask import LightningMultitask
         from core_code.util.batching import deterministic_task_batch_sizes
+        from core_code.util.lightning import DataModule
         from core_code.util.criteria import criterion_dims
 
         cfg = self.point_config(point)
@@ -112,6 +113,7 @@ class BasicManager:
                                   f"but d_out is {data.d_out}")
         if cfg["training"]["batching_strategy"] == "data_deterministic":
             deterministic_task_batch_sizes(data.n_samples("train"), cfg["training"]["batch_size"])
+        DataModule(data, **cfg["training"])  # checks the loader settings (draws no data)
         check_config(**cfg["custom"])
 
     def validate(self, indices: Optional[Iterable[int]] = None) -> list[dict]:

@@ -79,6 +79,16 @@ def test_unknown_experiment_exit_2(capsys):
     assert "known experiments: compositeSine, tinyTest" in capsys.readouterr().err
 
 
+def test_bad_steps_per_chunk_is_reported_before_training(tmp_path):
+    manager_cls, configs = load_experiment("tinyTest")
+    m = manager_cls(configs.configs_data, configs.configs_architecture,
+                    dict(configs.configs_training, steps_per_chunk=0), configs.configs_trainer,
+                    configs.configs_custom, runs_dir=tmp_path, wandb_mode="disabled")
+    with pytest.raises(Exception, match="config 1: .*steps_per_chunk"):
+        m.run("T")
+    assert not (tmp_path / "T").exists()
+
+
 def test_invalid_grid_reports_every_point_before_training(tmp_path):
     manager_cls, configs = load_experiment("tinyTest")
     arch = dict(configs.configs_architecture, list_a=[[0, 0]], depth=[3, 4])

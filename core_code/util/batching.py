@@ -7,12 +7,17 @@ collate, no worker processes): that is where the original lost most of its time.
 
 Shuffling uses a permutation drawn from a generator seeded with (seed, epoch), so an
 epoch's batches are reproducible and a resumed run continues with the same order.
+
+The built-in loaders yield ``TaskBatch`` dicts: plain dicts of the three tensors that
+also carry their task blocks (``batch.blocks``), so the training step never searches
+for them. ``ChunkLoader`` groups K consecutive batches into one ``ChunkBatch`` (see
+``DataModule(steps_per_chunk=K)``): one Lightning step then runs K optimizer steps.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional, Union
 
 import torch
 
@@ -31,6 +36,86 @@ def task_blocks(task_activity: torch.Tensor) -> dict[int, tuple[int, int]]:
     stops = torch.cumsum(counts, 0).tolist()
     starts = [0] + stops[:-1]
     return {int(t): (a, b) for t, a, b in zip(tasks.tolist(), starts, stops)}
+
+
+class TaskBatch(dict):
+    """A batch dict ``{'x', 'y', 'task_activity'}`` that knows its task blocks.
+
+    ``blocks`` is ``{task: (start, stop)}`` of ``task_activity`` (computed on first use
+    when not given). A plain dict with the same keys works everywhere a TaskBatch does;
+    the loaders yield TaskBatches so that nobody has to search for the blocks per step.
+    The blocks describe the tensors given at construction: replace ``task_activity``
+    and you get a stale ``blocks`` (build a new TaskBatch instead).
+    """
+
+    def __init__(self, *args, blocks: Optional[dict[int, tuple[int, int]]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._blocks = blocks
+
+    @property
+    def blocks(self) -> dict[int, tuple[int, int]]:
+        if self._blocks is None:
+            self._blocks = task_blocks(self["task_activity"])
+        return self._blocks
+
+    def to(self, device, non_blocking: bool = True) -> "TaskBatch":
+        """This batch on ``device`` (itself when every tensor is there already)."""
+        moved = _move(self, device, non_blocking)
+        return self if moved is None else TaskBatch(moved, blocks=self._blocks)
+
+
+class ChunkBatch(dict):
+    """K consecutive training batches as one: their rows concatenated in step order.
+
+    ``x``, ``y``, ``task_activity`` hold every step's rows one after the other;
+    ``steps`` is ``[(start, stop, blocks), ...]``: the rows of each step and that step's
+    task blocks (relative to ``start``). ``step_batches()`` yields the K TaskBatches
+    (views, no copies). A task's rows are contiguous inside each step, not across the chunk.
+    """
+
+    def __init__(self, *args, steps: Optional[list] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps: list[tuple[int, int, dict[int, tuple[int, int]]]] = list(steps or [])
+
+    def step_batches(self) -> Iterator[TaskBatch]:
+        for a, b, blocks in self.steps:
+            yield TaskBatch({k: v[a:b] for k, v in self.items()}, blocks=blocks)
+
+    def to(self, device, non_blocking: bool = True) -> "ChunkBatch":
+        """This chunk on ``device`` (itself when every tensor is there already)."""
+        moved = _move(self, device, non_blocking)
+        return self if moved is None else ChunkBatch(moved, steps=self.steps)
+
+
+def _move(batch: dict, device, non_blocking: bool) -> Optional[dict]:
+    """The batch's tensors on ``device``; None when all of them are there already."""
+    device = torch.device(device)
+    if all(not isinstance(v, torch.Tensor) or _on(v, device) for v in batch.values()):
+        return None
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device == device or (device.index is None and t.device.type == device.type)
+
+
+def batch_blocks(batch: dict) -> dict[int, tuple[int, int]]:
+    """The task blocks of a batch: its ``blocks`` if it knows them, else searched."""
+    blocks = getattr(batch, "blocks", None)
+    if blocks is None:
+        blocks = batch.get("_blocks")
+    return task_blocks(batch["task_activity"]) if blocks is None else blocks
+
+
+def _blocks_of(sizes: list[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """``{task: (start, stop)}`` of consecutive blocks of the given (task, rows); empty ones left out."""
+    out, a = {}, 0
+    for t, n in sizes:
+        if n > 0:
+            out[int(t)] = (a, a + n)
+            a += n
+    return out
 
 
 def deterministic_task_batch_sizes(n_per_task: Mapping[int, int], batch_size: int) -> dict[int, int]:
@@ -84,18 +169,24 @@ class _EpochLoader:
             return parts
         return [torch.tensor_split(p, self.world_size)[self.rank] for p in parts]
 
-    def _take(self, parts: list[torch.Tensor]) -> Batch:
-        idx = torch.cat(self._shard(parts)) if parts else torch.empty(0, dtype=torch.long)
-        return {k: v[idx] for k, v in self.data.items()}
+    def _gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.index_select(0, idx) for k, v in self.data.items()}
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _take(self, parts: list[torch.Tensor], tasks: Optional[list[int]] = None) -> TaskBatch:
+        """The rows ``parts`` (one index block per task, in task order) as a TaskBatch."""
+        parts = self._shard(parts)
+        idx = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+        blocks = _blocks_of(list(zip(tasks, (len(p) for p in parts)))) if tasks is not None else None
+        return TaskBatch(self._gather(idx), blocks=blocks)
+
+    def __iter__(self) -> Iterator[TaskBatch]:
         # A generator: the epoch is read at the first batch, not at iter(). Lightning
         # creates the iterator before on_train_epoch_start, where a resumed run calls set_epoch.
         epoch = self.epoch
         self.epoch += 1
         yield from self._batches(epoch)
 
-    def _batches(self, epoch: int) -> Iterator[Batch]:  # pragma: no cover - abstract
+    def _batches(self, epoch: int) -> Iterator[TaskBatch]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -115,21 +206,48 @@ class DeterministicLoader(_EpochLoader):
         self.num_batches = max(
             (math.ceil(n[t] / s) for t, s in self.task_batch_sizes.items() if s > 0), default=0
         )
+        # This rank's columns of each task's block of a batch, and the blocks they form:
+        # the same for every batch.
+        self._columns: list[tuple[int, int]] = []
+        for size in self.task_batch_sizes.values():
+            cols = torch.tensor_split(torch.arange(size), self.world_size)[self.rank] if size else torch.arange(0)
+            self._columns.append((int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0))
+        self.batch_blocks = _blocks_of([(t, hi - lo) for t, (lo, hi) in zip(self.task_batch_sizes, self._columns)])
 
     def __len__(self) -> int:
         return self.num_batches
 
-    def _batches(self, epoch: int) -> Iterator[Batch]:
-        streams = []
-        for t, (start, stop) in self.blocks.items():
+    def epoch_index(self, epoch: int) -> torch.Tensor:
+        """``(num_batches, rows)``: row k holds the data indices of batch k (this rank's share)."""
+        cols = []
+        for (t, (start, stop)), (lo, hi) in zip(self.blocks.items(), self._columns):
             n, size = stop - start, self.task_batch_sizes[t]
+            if hi <= lo:
+                continue
             need = self.num_batches * size
-            cycles = math.ceil(need / n) if n else 0
+            cycles = math.ceil(need / n)
             perms = [_permutation(n, self.shuffle, self.seed, epoch * 1_000_003 + c, t) for c in range(cycles)]
-            order = torch.cat(perms)[:need] + start if perms else torch.empty(0, dtype=torch.long)
-            streams.append((order, size))
+            order = torch.cat(perms)[:need] + start
+            cols.append(order.view(self.num_batches, size)[:, lo:hi])
+        if not cols:
+            return torch.empty(self.num_batches, 0, dtype=torch.long)
+        return torch.cat(cols, 1)
+
+    def _batches(self, epoch: int) -> Iterator[TaskBatch]:
+        index = self.epoch_index(epoch)
         for k in range(self.num_batches):
-            yield self._take([order[k * size:(k + 1) * size] for order, size in streams])
+            yield TaskBatch(self._gather(index[k]), blocks=self.batch_blocks)
+
+    def chunks(self, steps: int) -> Iterator["ChunkBatch"]:
+        """The next epoch's batches, ``steps`` at a time, each chunk gathered at once."""
+        epoch = self.epoch
+        self.epoch += 1
+        index = self.epoch_index(epoch)
+        rows = index.shape[1]
+        for k in range(0, self.num_batches, steps):
+            part = index[k:k + steps]
+            chunk_steps = [(i * rows, (i + 1) * rows, self.batch_blocks) for i in range(len(part))]
+            yield ChunkBatch(self._gather(part.reshape(-1)), steps=chunk_steps)
 
 
 class StochasticLoader(_EpochLoader):
@@ -143,14 +261,14 @@ class StochasticLoader(_EpochLoader):
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
-    def _batches(self, epoch: int) -> Iterator[Batch]:
+    def _batches(self, epoch: int) -> Iterator[TaskBatch]:
         order = _permutation(self.n, self.shuffle, self.seed, epoch, -1)
         tasks = self.data["task_activity"]
         for k in range(len(self)):
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
             idx = idx[torch.argsort(tasks[idx], stable=True)]
-            _, counts = torch.unique_consecutive(tasks[idx], return_counts=True)
-            yield self._take(list(torch.split(idx, counts.tolist())))
+            present, counts = torch.unique_consecutive(tasks[idx], return_counts=True)
+            yield self._take(list(torch.split(idx, counts.tolist())), present.tolist())
 
 
 class EvalLoader(_EpochLoader):
@@ -163,17 +281,73 @@ class EvalLoader(_EpochLoader):
         super().__init__(data, False, 0, **kw)
         self.chunk_size = max(1, int(chunk_size))
         self.n = len(data["task_activity"])
+        self.blocks = task_blocks(data["task_activity"])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.chunk_size)
 
-    def _batches(self, epoch: int) -> Iterator[Batch]:
+    def _slice_blocks(self, a: int, b: int) -> dict[int, tuple[int, int]]:
+        return _blocks_of([(t, min(hi, b) - max(lo, a)) for t, (lo, hi) in self.blocks.items()])
+
+    def _batches(self, epoch: int) -> Iterator[TaskBatch]:
         for k in range(len(self)):
             a, b = k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
             if self.world_size == 1:
-                yield {key: v[a:b] for key, v in self.data.items()}
+                yield TaskBatch({key: v[a:b] for key, v in self.data.items()}, blocks=self._slice_blocks(a, b))
             else:
                 yield self._take([torch.arange(a, b)])
+
+
+class ChunkLoader:
+    """The batches of ``loader``, ``steps`` consecutive ones at a time, as ChunkBatches.
+
+    ``steps='epoch'``: a whole epoch per chunk. Loaders with a ``chunks(steps)``
+    method (DeterministicLoader) gather each chunk at once; others' batches are
+    concatenated. ``set_epoch`` and the epoch counter are the wrapped loader's.
+    """
+
+    def __init__(self, loader, steps: Union[int, str]):
+        if steps == "epoch":
+            steps = None
+        elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps_per_chunk must be an int >= 1 or 'epoch' (a whole epoch per chunk), "
+                              f"got {steps!r}")
+        self.loader = loader
+        self.steps = steps
+
+    def _steps(self) -> int:
+        return max(1, len(self.loader)) if self.steps is None else self.steps
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.loader) / self._steps())
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[ChunkBatch]:
+        steps = self._steps()
+        if hasattr(self.loader, "chunks"):
+            yield from self.loader.chunks(steps)
+            return
+        group: list[dict] = []
+        for batch in self.loader:
+            group.append(batch)
+            if len(group) == steps:
+                yield _concat(group)
+                group = []
+        if group:
+            yield _concat(group)
+
+
+def _concat(batches: list[dict]) -> ChunkBatch:
+    steps, a = [], 0
+    for batch in batches:
+        n = len(batch["task_activity"])
+        steps.append((a, a + n, batch_blocks(batch)))
+        a += n
+    keys = list(batches[0])
+    return ChunkBatch({k: torch.cat([b[k] for b in batches]) for k in keys}, steps=steps)
 
 
 def _deterministic(data: Batch, config: Mapping, seed: int, **kw) -> DeterministicLoader:

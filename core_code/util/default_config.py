@@ -56,6 +56,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "batching_strategy": "data_deterministic",
     "batching_callback": None,
     "loss_aggregation": "sum",
+    # Optimizer steps per Lightning step: 1, K, or 'epoch' (see README "Performance").
+    "steps_per_chunk": 1,
 }
 
 # -------------------------------------------------------------------------- trainer

@@ -1,0 +1,1 @@
+"""Benchmarks (not unit tests): ``python benchmarks/bench_training.py --help``."""

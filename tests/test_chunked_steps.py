@@ -1,0 +1,139 @@
+"""Several optimizer steps per Lightning step (``DataModule(steps_per_chunk=K)``) and the
+direct backward/step path: the same optimizer steps, weights and step counts as one
+Lightning step per batch through ``manual_backward`` and the ``LightningOptimizer``."""
+
+import pickle
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from core_code.lightning_multitask import LightningMultitask
+from core_code.util.batching import ChunkBatch, TaskBatch
+from core_code.util.config_extractions import ConfigError
+from core_code.util.lightning import DataModule
+from tests.test_training import FakeData
+
+SETTINGS = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0, accelerator="cpu", devices=1)
+
+
+class Recorder(pl.Callback):
+    def __init__(self):
+        self.outputs = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.outputs.append(outputs)
+
+
+class StepHook(Recorder):
+    """Overrides on_before_optimizer_step: forces the LightningOptimizer path."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls += 1
+
+
+class WeightedLosses(LightningMultitask):
+    """A subclass hook: the chunk must call it once per step, with that step's batch."""
+
+    calls = 0
+
+    def task_losses(self, batch, preds, blocks):
+        WeightedLosses.calls += 1
+        assert len(batch["task_activity"]) == sum(b - a for a, b in blocks.values())
+        return {t: v * (1.0 + t) for t, v in super().task_losses(batch, preds, blocks).items()}
+
+
+def train(steps_per_chunk=1, per_task=False, strategy="data_deterministic", callbacks=(), module=LightningMultitask,
+          **trainer_kw):
+    pl.seed_everything(0, verbose=False)
+    model = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    lr = {"task_0": 0.001, "task_1": 0.002} if per_task else 0.001
+    lm = module(model, update_rule="SGD", learning_rate=lr, regularization_alpha=0.01)
+    dm = DataModule(FakeData({0: 16, 1: 40}), batch_size=12, batching_strategy=strategy,
+                    steps_per_chunk=steps_per_chunk)
+    trainer = lm.fit(dm, callbacks=list(callbacks), **{"max_epochs": 2, **SETTINGS, **trainer_kw})
+    return model, trainer
+
+
+def assert_same_weights(a, b):
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+
+
+@pytest.mark.parametrize("strategy", ["data_deterministic", "data_stochastic"])
+@pytest.mark.parametrize("per_task", [False, True])
+@pytest.mark.parametrize("k", [3, "epoch"])
+def test_chunks_train_exactly_like_single_steps(strategy, per_task, k):
+    ref, ref_trainer = train(1, per_task, strategy)
+    model, trainer = train(k, per_task, strategy)
+    assert_same_weights(ref, model)
+    assert trainer.global_step == ref_trainer.global_step > 0
+
+
+def test_chunks_call_overridden_loss_hooks_once_per_step():
+    WeightedLosses.calls = 0
+    ref, _ = train(1, module=WeightedLosses)
+    per_step_calls, WeightedLosses.calls = WeightedLosses.calls, 0
+    model, _ = train("epoch", module=WeightedLosses)
+    assert WeightedLosses.calls == per_step_calls == 2 * (6 + 1)  # 2 epochs x (6 batches + 1 validation batch)
+    assert_same_weights(ref, model)
+
+
+@pytest.mark.parametrize("per_task,max_steps,expected", [(False, 5, 5), (True, 5, 6)])
+def test_max_steps_stops_inside_a_chunk(per_task, max_steps, expected):
+    ref, ref_trainer = train(1, per_task, max_steps=max_steps)
+    model, trainer = train("epoch", per_task, max_steps=max_steps)
+    assert ref_trainer.global_step == trainer.global_step == expected  # every optimizer counts
+    assert_same_weights(ref, model)
+
+
+def test_chunk_outputs_summarize_their_batches():
+    single, chunked = Recorder(), Recorder()
+    train(1, callbacks=[single])
+    train(4, callbacks=[chunked])
+    # batch sizes 3 + 9 (shares 16 : 40); max(ceil(16/3), ceil(40/9)) = 6 batches an epoch
+    assert len(single.outputs) == 12 and len(chunked.outputs) == 4
+    assert [o["steps"] for o in chunked.outputs] == [4, 2, 4, 2]
+    assert chunked.outputs[0]["n"] == {0: 12, 1: 36}
+    assert chunked.outputs[0]["preds"][1].shape == (36, 2)
+    for t in (0, 1):
+        expected = torch.stack([o["losses"][t] for o in single.outputs[:4]]).mean()
+        torch.testing.assert_close(chunked.outputs[0]["losses"][t], expected)
+        expected = torch.stack([o["losses"][t] for o in single.outputs[4:6]]).mean()
+        torch.testing.assert_close(chunked.outputs[1]["losses"][t], expected)
+
+
+@pytest.mark.parametrize("per_task", [False, True])
+def test_optimizer_step_hooks_still_run_once_per_step(per_task):
+    fast, _ = train(1, per_task)
+    hook = StepHook()
+    model, trainer = train("epoch", per_task, callbacks=[hook])
+    assert hook.calls == trainer.global_step > 0
+    assert_same_weights(fast, model)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "all"])
+def test_bad_steps_per_chunk(value):
+    with pytest.raises(ConfigError, match="steps_per_chunk"):
+        DataModule(FakeData({0: 4, 1: 4}), steps_per_chunk=value)
+
+
+def test_batches_know_their_blocks_and_stay_put_on_their_device():
+    dm = DataModule(FakeData({0: 16, 1: 40}), batch_size=12, steps_per_chunk=2)
+    dm.setup()
+    chunk = next(iter(dm.train_dataloader()))
+    assert isinstance(chunk, ChunkBatch) and len(chunk.steps) == 2
+    assert chunk.to("cpu") is chunk
+    steps = list(chunk.step_batches())
+    assert steps[0].blocks == {0: (0, 3), 1: (3, 12)}
+    assert torch.equal(steps[1]["task_activity"], torch.tensor([0] * 3 + [1] * 9))
+    batch = pickle.loads(pickle.dumps(steps[0]))
+    assert isinstance(batch, TaskBatch) and batch.blocks == {0: (0, 3), 1: (3, 12)}
+    assert batch.to(torch.device("cpu")) is batch
+    plain = TaskBatch({"task_activity": torch.tensor([1, 1, 2])})
+    assert plain.blocks == {1: (0, 2), 2: (2, 3)}
