@@ -91,8 +91,8 @@ class BasicManager:
 
         from core_code.lightning_multitask import LightningMultitask
         from core_code.util.batching import deterministic_task_batch_sizes
-        from core_code.util.lightning import DataModule
         from core_code.util.criteria import criterion_dims
+        from core_code.util.lightning import DataModule
 
         cfg = self.point_config(point)
         data = self.make_data(cfg["data"])
