@@ -270,3 +270,18 @@ def test_pre_main_validates_the_grid(capsys, monkeypatch):
     assert pre_main.main(["--experiment", "tinyTest"]) == 2
     err = capsys.readouterr().err
     assert "3 of 3 grid points are invalid" in err and "'batch_size' is 1 but there are 2 tasks" in err
+
+
+@pytest.mark.slow
+def test_end_to_end_two_epochs_with_wandb_offline(tmp_path, monkeypatch):
+    """No account, no network: the run is offline, its W&B files land next to runs/."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    assert main_mod.main(["--experiment", "tinyTest", "--runs_dir", str(tmp_path / "runs"), "--num_config", "1",
+                          "--experimentbatch_name", "W", "--config_trainer", "max_epochs:2"]) == 0
+    summary = json.loads((tmp_path / "runs" / "W" / "config1" / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["epochs"] == 2
+    offline = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith(f"W-{summary['id']}")
+    assert list((tmp_path / "runs" / "W" / "config1" / "plots").glob("*.png"))
