@@ -5,7 +5,7 @@
     python main.py --config_trainer max_epochs:500 max_time:00:08:00:00
     python main.py --list                            # the grid: index and varying values
     python main.py --status TAG                      # status of every point of runs/TAG
-    python main.py --missing TAG                     # 1-based indices not done: 2,3
+    python main.py --missing TAG                     # 1-based indices not finished: 2,3
     python main.py --collect TAG                     # summary.csv, comparison plots, table
 
 Exit codes: 0 success, 1 a grid point failed, 2 bad arguments or configuration.
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--list", action="store_true", help="print the grid and exit")
     actions.add_argument("--status", metavar="TAG", help="print the status of runs/TAG and exit")
-    actions.add_argument("--missing", metavar="TAG", help="print the 1-based indices of runs/TAG not done")
+    actions.add_argument("--missing", metavar="TAG", help="print the 1-based indices of runs/TAG not finished (done or diverged)")
     actions.add_argument("--collect", metavar="TAG",
                          help="write runs/TAG/summary.csv and comparison plots, print the table")
     return p

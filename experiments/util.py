@@ -21,6 +21,10 @@ from experiments import grid
 from experiments.run_state import GridChangedError, RunDir, jsonable, point_id, write_json
 
 
+# Statuses of a grid point that a rerun of its TAG keeps (a diverged run diverges again).
+FINISHED = ("done", "diverged")
+
+
 class GridError(ConfigError):
     """One or more grid points are invalid; the message lists every problem."""
 
@@ -193,8 +197,8 @@ class BasicManager:
         """Run grid point ``i`` (0-based) unless done; record its status and any traceback."""
         index = i + 1
         status = run_dir.status(index)
-        if status == "done":
-            print(f"[{run_dir.tag}] config {index}: already done, skipped")
+        if status in FINISHED:
+            print(f"[{run_dir.tag}] config {index}: already {status}, skipped")
             return "skipped"
         try:
             status = self._train_point(run_dir, index, point)
@@ -239,7 +243,7 @@ class BasicManager:
             group=str(arch),
             tags=[self.experiment, run_dir.tag, str(arch)],
             config={**jsonable(cfg), "tag": run_dir.tag, "index": index},
-            save_dir=str(self.runs_dir.parent if self.runs_dir.name == "runs" else self.runs_dir),
+            save_dir=str(self.runs_dir.parent),  # W&B files in wandb/ beside runs/
             mode=self.wandb_mode,
         )
         try:
@@ -302,7 +306,7 @@ class BasicManager:
         if run_dir.manifest() is None:
             return list(range(1, len(points) + 1))
         run_dir.ensure_manifest(self.experiment, [self.point_config(p) for p in points])
-        return [i for i, _, s in run_dir.statuses() if s != "done"]
+        return [i for i, _, s in run_dir.statuses() if s not in FINISHED]
 
 
 __all__ = ["BasicManager", "GridError", "GridChangedError"]

@@ -128,6 +128,13 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     assert (point / "metrics.csv").stat().st_mtime == mtime
     assert run_main(tmp_path, "--missing", "T") == 0
     assert capsys.readouterr().out == "1,3\n"
+    run_dir = RunDir(tmp_path / "runs", "T")
+    run_dir.write_summary(2, status="diverged")  # finished too: a rerun would diverge again
+    assert run_main(tmp_path, "--missing", "T") == 0
+    assert capsys.readouterr().out == "1,3\n"
+    assert run_main(tmp_path, "--num_config", "2", "--experimentbatch_name", "T") == 0
+    assert "config 2: already diverged, skipped" in capsys.readouterr().out
+    run_dir.write_summary(2, status="done")
     assert run_main(tmp_path, "--status", "T") == 0
     table = capsys.readouterr().out
     assert "    2  " in table and "done" in table and "pending: 2" in table
