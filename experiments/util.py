@@ -20,7 +20,6 @@ from core_code.util.default_config import (
 from experiments import grid
 from experiments.run_state import GridChangedError, RunDir, jsonable, point_id, write_json
 
-
 # Statuses of a grid point that a rerun of its TAG keeps (a diverged run diverges again).
 FINISHED = ("done", "diverged")
 
