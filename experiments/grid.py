@@ -14,7 +14,7 @@ first axis varies slowest, the last axis fastest.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 from core_code.util.config_extractions import ConfigError
 
@@ -24,8 +24,12 @@ def as_axis(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def grid_axes(*config_dicts: Mapping[str, Any]) -> dict[str, list]:
-    """The axes of the grid over ``config_dicts``: key -> list of values, in grid order."""
+def grid_axes(*config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] = None) -> dict[str, list]:
+    """The axes of the grid over ``config_dicts``: key -> list of values, in grid order.
+
+    ``names`` (e.g. 'configs_data') name the dicts in error messages.
+    """
+    names = list(names) if names is not None else [f"config dict {i}" for i in range(len(config_dicts))]
     axes: dict[str, list] = {}
     owner: dict[str, int] = {}
     for i, config in enumerate(config_dicts):
@@ -34,9 +38,9 @@ def grid_axes(*config_dicts: Mapping[str, Any]) -> dict[str, list]:
             if key in axes:
                 if axes[key] != values:
                     raise ConfigError(
-                        f"config key '{key}' is shared by config dicts {owner[key]} and {i} but "
-                        f"has different values there ({axes[key]!r} vs {values!r}); a shared key "
-                        "is one grid axis and must be given the same values"
+                        f"config key '{key}' is in {names[owner[key]]} and {names[i]} with different "
+                        f"values ({axes[key]!r} vs {values!r}); a key in several config dicts is "
+                        "one grid axis and must be given the same values there"
                     )
                 continue
             if len(values) == 0:
@@ -46,21 +50,23 @@ def grid_axes(*config_dicts: Mapping[str, Any]) -> dict[str, list]:
     return axes
 
 
-def grid_size(*config_dicts: Mapping[str, Any]) -> int:
+def grid_size(*config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] = None) -> int:
     """Number of grid points (product of the axis lengths), without expanding them."""
     size = 1
-    for values in grid_axes(*config_dicts).values():
+    for values in grid_axes(*config_dicts, names=names).values():
         size *= len(values)
     return size
 
 
-def grid_config_lists(*config_dicts: Mapping[str, Any]) -> tuple[list[dict], ...]:
+def grid_config_lists(
+    *config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] = None
+) -> tuple[list[dict], ...]:
     """Expand ``config_dicts`` to every combination of their list values.
 
     Returns one list per input dict, all of the same length (the grid size); entry i of
     each list is that dict's config at grid point i.
     """
-    axes = grid_axes(*config_dicts)
+    axes = grid_axes(*config_dicts, names=names)
     keys = list(axes)
     out: tuple[list[dict], ...] = tuple([] for _ in config_dicts)
     for combo in itertools.product(*(axes[k] for k in keys)):
@@ -70,6 +76,6 @@ def grid_config_lists(*config_dicts: Mapping[str, Any]) -> tuple[list[dict], ...
     return out
 
 
-def varying_keys(*config_dicts: Mapping[str, Any]) -> list[str]:
+def varying_keys(*config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] = None) -> list[str]:
     """The keys whose axis has more than one value (what distinguishes grid points)."""
-    return [k for k, v in grid_axes(*config_dicts).items() if len(v) > 1]
+    return [k for k, v in grid_axes(*config_dicts, names=names).items() if len(v) > 1]

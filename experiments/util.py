@@ -20,6 +20,9 @@ from core_code.util.default_config import (
 from experiments import grid
 from experiments.run_state import GridChangedError, RunDir, jsonable, point_id, write_json
 
+# The grid's dicts, in grid order (see experiments.grid), as error messages name them.
+DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "configs_custom")
+
 # Statuses of a grid point that a rerun of its TAG keeps (a diverged run diverges again).
 FINISHED = ("done", "diverged")
 
@@ -66,16 +69,16 @@ class BasicManager:
 
     def grid_size(self) -> int:
         """Number of grid points."""
-        return grid.grid_size(*self._dicts())
+        return grid.grid_size(*self._dicts(), names=DICT_NAMES)
 
     def grid(self) -> list[dict]:
         """Every grid point as ``{'data', 'architecture', 'training', 'custom'}`` (raw)."""
-        lists = self.grid_config_lists(*self._dicts())
+        lists = self.grid_config_lists(*self._dicts(), names=DICT_NAMES)
         return [dict(zip(("data", "architecture", "training", "custom"), parts)) for parts in zip(*lists)]
 
     def varying_keys(self) -> list[str]:
         """Config keys that take more than one value in the grid."""
-        return grid.varying_keys(*self._dicts())
+        return grid.varying_keys(*self._dicts(), names=DICT_NAMES)
 
     def point_config(self, point: dict) -> dict:
         """The resolved config of one grid point (what its id and config.json describe)."""

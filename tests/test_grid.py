@@ -27,8 +27,10 @@ def test_shared_key_is_one_axis():
 
 
 def test_shared_key_with_different_values_is_an_error():
-    with pytest.raises(ConfigError, match="config key 'd_in' is shared"):
+    with pytest.raises(ConfigError, match="config key 'd_in' is in config dict 0 and config dict 1 with different"):
         grid_config_lists({"d_in": 1}, {"d_in": 2})
+    with pytest.raises(ConfigError, match="'seed' is in configs_data and configs_custom with different values"):
+        grid_config_lists({"seed": 1}, {"seed": 2}, names=["configs_data", "configs_custom"])
 
 
 def test_list_valued_parameter_wrapped_in_list():
