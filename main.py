@@ -74,23 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_manager(args: argparse.Namespace, trainer_overrides: dict):
     """The experiment's Manager with its configs (trainer defaults + command line)."""
-    from experiments import load_experiment
+    from experiments import make_manager as experiment_manager
 
     try:
-        manager_cls, configs = load_experiment(args.experiment)
-    except ValueError as err:
+        return experiment_manager(args.experiment, trainer_overrides, runs_dir=args.runs_dir,
+                                  wandb_mode=args.wandb)
+    except ValueError as err:  # unknown experiment
         raise UsageError(str(err)) from None
-    trainer = dict(getattr(configs, "configs_trainer", {}))
-    trainer.update(trainer_overrides)
-    return manager_cls(
-        configs.configs_data,
-        configs.configs_architecture,
-        configs.configs_training,
-        trainer,
-        getattr(configs, "configs_custom", {}),
-        runs_dir=args.runs_dir,
-        wandb_mode=args.wandb,
-    )
 
 
 def list_grid(manager) -> str:

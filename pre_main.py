@@ -20,13 +20,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--experiment", default="compositeSine")
     args = parser.parse_args(argv)
     from core_code.util.config_extractions import ConfigError
-    from experiments import load_experiment
+    from experiments import make_manager
 
     try:
-        manager_cls, configs = load_experiment(args.experiment)
-        manager = manager_cls(configs.configs_data, configs.configs_architecture, configs.configs_training,
-                              getattr(configs, "configs_trainer", {}), getattr(configs, "configs_custom", {}))
-        size = len(manager.validate())
+        size = len(make_manager(args.experiment).validate())
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ one entry below (or call ``register_experiment`` from your own code).
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable, Optional
 
 
 def _compositeSine() -> tuple[type, ModuleType]:
@@ -42,3 +42,15 @@ def load_experiment(name: str) -> tuple[type, ModuleType]:
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment '{name}'; known experiments: {', '.join(sorted(EXPERIMENTS))}")
     return EXPERIMENTS[name]()
+
+
+def make_manager(name: str, trainer_overrides: Optional[dict] = None, **kwargs: Any):
+    """The Manager of experiment ``name`` over its configs.py dicts.
+
+    ``trainer_overrides`` (e.g. from ``--config_trainer``) update the experiment's
+    ``configs_trainer``; ``kwargs`` go to the Manager (``runs_dir``, ``wandb_mode``).
+    """
+    manager_cls, configs = load_experiment(name)
+    trainer = {**getattr(configs, "configs_trainer", {}), **(trainer_overrides or {})}
+    return manager_cls(configs.configs_data, configs.configs_architecture, configs.configs_training,
+                       trainer, getattr(configs, "configs_custom", {}), **kwargs)

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 STATUSES = ("pending", "running", "done", "failed", "diverged")
 
@@ -33,14 +33,21 @@ class GridChangedError(RuntimeError):
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON-safe rendering of a config value (callables by qualified name)."""
-    if isinstance(value, dict):
+    """A JSON-safe copy of a config value: tuples/sets/arrays -> lists, callables by name.
+
+    Deterministic (sets are sorted), since grid-point ids hash its output.
+    """
+    if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if hasattr(value, "tolist"):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch scalars and arrays
         return jsonable(value.tolist())
     if callable(value):
         return f"<callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}>"

@@ -16,10 +16,10 @@ from core_code.util.lightning import DataModule
 from experiments.compositeSine.logging_callback import (
     LoggingCallback,
     finish_wandb,
-    jsonable,
     make_wandb_logger,
     resolve_wandb_mode,
 )
+from experiments.run_state import jsonable
 
 QUIET = dict(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
              num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False)

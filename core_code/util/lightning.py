@@ -66,11 +66,6 @@ class DataModule(pl.LightningDataModule):
             if split not in self.tensors:
                 self.tensors[split] = {k: torch.as_tensor(v) for k, v in self.data.create_data(split).items()}
 
-    def n_samples(self, split: str) -> dict[int, int]:
-        """Samples per task in ``split`` (after setup)."""
-        ta = self.tensors[split]["task_activity"]
-        return {t: int((ta == t).sum()) for t in self.data.all_tasks}
-
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:

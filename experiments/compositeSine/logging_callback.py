@@ -43,6 +43,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from core_code.util.criteria import criterion_dims
+from experiments.run_state import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -511,23 +512,6 @@ def resolve_wandb_mode(mode: Optional[str]) -> str:
         raise ValueError("W&B mode 'online' needs a login (`wandb login` or WANDB_API_KEY); "
                          "use mode 'offline' (sync later with `wandb sync`) or 'disabled'")
     return mode
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-safe copy of a config: tuples/arrays -> lists, callables and others -> str."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch scalars and arrays
-        return jsonable(value.tolist())
-    if callable(value):
-        return f"<callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}>"
-    return str(value)
 
 
 def make_wandb_logger(project: str, name: str, run_id: str, group: str, tags: list[str], config: dict,
