@@ -273,7 +273,8 @@ class BasicManager:
         import torch
 
         try:
-            torch.load(path, map_location="cpu", weights_only=False)
+            # mmap: checks the file without reading the tensors (Lightning loads it next)
+            torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file means: start again
             print(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); restarting this point "
                   "from scratch")
