@@ -48,6 +48,7 @@ from core_code.util.config_extractions import (
 )
 from core_code.util.criteria import make_criterion
 from core_code.util.default_config import init_config_trainer, init_config_training
+from core_code.util.lightning_compat import can_count_steps, count_step, optimizers_key, raw_optimizer
 from core_code.util.optimizers import make_optimizer
 
 Models = Union[torch.nn.Module, Mapping[str, torch.nn.Module]]
@@ -78,7 +79,7 @@ class _StepMachinery:
         else:
             opts = module.optimizers()
             self.wrapped = list(opts) if isinstance(opts, (list, tuple)) else [opts]
-            self.raw = [getattr(o, "_optimizer", o) for o in self.wrapped]
+            self.raw = [raw_optimizer(o) for o in self.wrapped]
             self.direct = self._direct_ok(module, trainer)
             self.counted = True
         self.params = [[p for g in opt.param_groups for p in g["params"]] for opt in self.raw]
@@ -102,18 +103,14 @@ class _StepMachinery:
             return False
         if any(is_overridden(h, cb, pl.Callback) for cb in trainer.callbacks for h in _STEP_HOOKS):
             return False
-        return all(hasattr(o, "_on_before_step") and hasattr(o, "_on_after_step") and hasattr(o, "_optimizer")
-                   for o in self.wrapped)
+        return all(can_count_steps(o) for o in self.wrapped)
 
     def step(self, i: int) -> None:
         """Step optimizer ``i``."""
         if not self.direct:
             self.wrapped[i].step()
         elif self.counted:
-            wrapped = self.wrapped[i]
-            wrapped._on_before_step()  # Lightning's step progress (global_step) and profiler
-            self.raw[i].step()
-            wrapped._on_after_step()
+            count_step(self.wrapped[i], self.raw[i].step)  # Lightning's step progress (global_step)
         else:
             self.raw[i].step()
 
@@ -373,7 +370,7 @@ class LightningMultitask(pl.LightningModule):
     def _step_machinery(self) -> "_StepMachinery":
         """The optimizers and how to step them, built once per fit (see ``_StepMachinery``)."""
         trainer = self._trainer
-        key = getattr(getattr(trainer, "strategy", None), "_lightning_optimizers", None)
+        key = optimizers_key(trainer)
         cached = self.__dict__.get("_steps_cache")
         if cached is None or cached.trainer is not trainer or cached.key is not key or (key is None and trainer is not None):
             cached = _StepMachinery(self, trainer, key)

@@ -23,10 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
-
-STATUSES = ("pending", "running", "done", "failed", "diverged")
-
+from typing import Any, Iterable, Mapping, Optional
 
 class GridChangedError(RuntimeError):
     """The TAG's manifest describes another grid than the one being run."""
@@ -60,12 +57,31 @@ def point_id(config: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so readers never see half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temp file + rename), so readers never see half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (see ``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(jsonable(data), indent=2, sort_keys=False) + "\n")
+
+
+def count_statuses(statuses: Iterable[str]) -> dict[str, int]:
+    """``{status: count}``, sorted by status name (for one-line summaries)."""
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def read_json(path: Path) -> Optional[Any]:

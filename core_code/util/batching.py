@@ -103,8 +103,6 @@ def _on(t: torch.Tensor, device: torch.device) -> bool:
 def batch_blocks(batch: dict) -> dict[int, tuple[int, int]]:
     """The task blocks of a batch: its ``blocks`` if it knows them, else searched."""
     blocks = getattr(batch, "blocks", None)
-    if blocks is None:
-        blocks = batch.get("_blocks")
     return task_blocks(batch["task_activity"]) if blocks is None else blocks
 
 
