@@ -12,10 +12,7 @@ from core_code.lightning_multitask import LightningMultitask
 from core_code.util.batching import ChunkBatch, TaskBatch
 from core_code.util.config_extractions import ConfigError
 from core_code.util.lightning import DataModule
-from tests.test_training import FakeData
-
-SETTINGS = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                num_sanity_val_steps=0, accelerator="cpu", devices=1)
+from tests.helpers import QUIET_TRAINER, FakeData, assert_same_weights, tiny_model
 
 
 class Recorder(pl.Callback):
@@ -51,18 +48,13 @@ class WeightedLosses(LightningMultitask):
 def train(steps_per_chunk=1, per_task=False, strategy="data_deterministic", callbacks=(), module=LightningMultitask,
           **trainer_kw):
     pl.seed_everything(0, verbose=False)
-    model = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    model = tiny_model()
     lr = {"task_0": 0.001, "task_1": 0.002} if per_task else 0.001
     lm = module(model, update_rule="SGD", learning_rate=lr, regularization_alpha=0.01)
     dm = DataModule(FakeData({0: 16, 1: 40}), batch_size=12, batching_strategy=strategy,
                     steps_per_chunk=steps_per_chunk)
-    trainer = lm.fit(dm, callbacks=list(callbacks), **{"max_epochs": 2, **SETTINGS, **trainer_kw})
+    trainer = lm.fit(dm, callbacks=list(callbacks), **{"max_epochs": 2, **QUIET_TRAINER, **trainer_kw})
     return model, trainer
-
-
-def assert_same_weights(a, b):
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(pa, pb), name
 
 
 @pytest.mark.parametrize("strategy", ["data_deterministic", "data_stochastic"])

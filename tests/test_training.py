@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from core_code.lightning_multitask import LightningMultitask
@@ -11,31 +10,7 @@ from core_code.util.batching import deterministic_task_batch_sizes
 from core_code.util.config_extractions import ConfigError
 from core_code.util.criteria import make_criterion
 from core_code.util.lightning import DataModule
-
-
-class FakeData:
-    """Minimal stand-in for CreateData: x = row index, one block per task."""
-
-    def __init__(self, n_per_task, d_in=1, d_out=2, n_val=None):
-        self.all_tasks = sorted(n_per_task)
-        self.n = n_per_task
-        self.n_val = n_val or n_per_task
-        self.d_in, self.d_out = d_in, d_out
-
-    def create_data(self, split):
-        n = self.n if split == "train" else self.n_val
-        total = sum(n.values())
-        x = torch.arange(total, dtype=torch.float32).unsqueeze(1).repeat(1, self.d_in)
-        y = torch.cat([torch.full((k, self.d_out), float(t)) for t, k in n.items()])
-        ta = torch.cat([torch.full((k,), t, dtype=torch.int64) for t, k in n.items()])
-        return {"x": x, "y": y, "task_activity": ta}
-
-
-def trainer(**kw):
-    cfg = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
-    cfg.update(kw)
-    return pl.Trainer(**cfg)
+from tests.helpers import QUIET_TRAINER, FakeData
 
 
 # ----------------------------------------------------------------------- batching
@@ -144,9 +119,7 @@ def test_regularization_value():
 # --------------------------------------------------------------- optimizer updates
 def _one_step(lm, data):
     dm = DataModule(data, batch_size=sum(data.n.values()), shuffle=False)
-    lm.fit(dm, max_steps=1, **{k: v for k, v in dict(
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", devices=1).items()})
+    lm.fit(dm, max_steps=1, **{**QUIET_TRAINER, "limit_val_batches": 0})
 
 
 def _linear(w):
