@@ -47,9 +47,10 @@ from core_code.util.config_extractions import (
     task_key,
 )
 from core_code.util.criteria import make_criterion
-from core_code.util.default_config import init_config_trainer, init_config_training
+from core_code.util.default_config import init_config_training
 from core_code.util.lightning_compat import can_count_steps, count_step, optimizers_key, raw_optimizer
 from core_code.util.optimizers import make_optimizer
+from core_code.util.trainer_config import init_config_trainer
 
 Models = Union[torch.nn.Module, Mapping[str, torch.nn.Module]]
 

@@ -3,15 +3,12 @@
 import pytest
 
 from core_code.util.config_extractions import ConfigError, check_config, extract_taskconfig
-from core_code.util.default_config import (
-    init_config_abcMLP,
-    init_config_abcStack,
-    init_config_architecture,
-    init_config_data,
-    init_config_Stack,
-    init_config_trainer,
-    init_config_training,
-)
+from core_code.create_model import init_config_architecture, resolve_architecture
+from core_code.model_lib.abcMLP import init_config_abcMLP
+from core_code.model_lib.abcStack import init_config_abcStack
+from core_code.model_lib.Stack import init_config_Stack
+from core_code.util.default_config import init_config_data, init_config_training
+from core_code.util.trainer_config import init_config_trainer
 
 
 def test_data_defaults_match_reference():
@@ -26,11 +23,16 @@ def test_data_defaults_match_reference():
 def test_training_defaults_match_reference():
     cfg = init_config_training()
     expected = {
-        "shuffle": True, "batch_size": 64, "num_workers": 1, "criterion": "MSELoss",
+        "shuffle": True, "batch_size": 64, "criterion": "MSELoss",
         "regularization_alpha": 0.1, "regularization_ord": 2, "update_rule": "Adam",
         "learning_rate": 1e-4, "batching_strategy": "data_deterministic",
     }
     assert {k: cfg[k] for k in expected} == expected
+
+
+def test_num_workers_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="'num_workers' is no longer supported: batches are cut from in-memory"):
+        init_config_training(num_workers=4)
 
 
 def test_architecture_defaults_match_reference():
@@ -79,8 +81,22 @@ def test_unknown_key_names_key_and_closest(init, bad, hint):
 
 
 def test_architecture_accepts_keys_of_other_architectures_and_drops_them():
-    cfg = init_config_abcMLP(width=8, depth=2, bottleneck_width=3, skip_conn=True)
+    cfg = init_config_architecture("abcMLP", width=8, depth=2, bottleneck_width=3, skip_conn=True)
     assert "bottleneck_width" not in cfg and "skip_conn" not in cfg and cfg["width"] == 8
+    # the class's own completion takes only its own keys
+    with pytest.raises(ConfigError, match="unknown architecture config \\(abcMLP\\) key 'skip_conn'"):
+        init_config_abcMLP(skip_conn=True)
+
+
+def test_resolve_architecture_expands_the_preset_and_merges_equal_task_values():
+    cfg = resolve_architecture(architecture_key="abcMLP", d_in=1, d_out=2, depth={"task_0": 2, "task_1": 3},
+                               width=8, parametrization="NTK")
+    assert cfg["width"] == 8 and cfg["c"] == 0 and cfg["parametrization"] == "NTK"
+    assert cfg["depth"] == {"task_0": 2, "task_1": 3}
+    assert cfg["list_a"] == {"task_0": [0, 0.5], "task_1": [0, 0.5, 0.5]}
+    assert cfg["list_b"] == [0, 0] or cfg["list_b"] == {"task_0": [0, 0], "task_1": [0, 0, 0]}
+    plain = resolve_architecture(architecture_key="abcMLP", depth=3, parametrization="muP")
+    assert plain["list_a"] == [-0.5, 0, 0.5] and plain["bias_tune"] == 1.0
 
 
 def test_unknown_architecture_lists_known():

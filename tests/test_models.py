@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from core_code.create_model import (
+    ARCHITECTURE_DEFAULTS,
     ARCHITECTURES,
     CreateModel,
+    architecture_keys,
     register_architecture,
     unregister_architecture,
 )
@@ -16,7 +18,6 @@ from core_code.model_lib.abcMLP import abcMLP
 from core_code.model_lib.abcStack import abcStack
 from core_code.model_lib.layers import ACTIVATIONS, AbcLinear, BiasTunedLinear
 from core_code.model_lib.Stack import Stack
-from core_code.util import default_config
 from core_code.util.config_extractions import ConfigError
 
 SMALL = {
@@ -49,9 +50,6 @@ def test_registry_holds_the_three_architectures():
     assert ARCHITECTURES["abcMLP"] is abcMLP
     assert ARCHITECTURES["Stack"] is Stack
     assert ARCHITECTURES["abcStack"] is abcStack
-    from core_code.model_lib import ARCHITECTURES as lazy
-
-    assert lazy is ARCHITECTURES
 
 
 @pytest.mark.parametrize("key", sorted(SMALL))
@@ -370,7 +368,7 @@ def tiny():
 
 def test_register_architecture_from_outside(tiny):
     assert ARCHITECTURES["Tiny"] is Tiny
-    assert "tiny_scale" in default_config.architecture_keys()
+    assert "tiny_scale" in architecture_keys()
     model = CreateModel(architecture_key="Tiny", d_in=3, d_out=2)
     assert isinstance(model, Tiny) and model.scale == 2.0
     assert model(torch.randn(4, 3)).shape == (4, 2)
@@ -396,7 +394,7 @@ def test_register_existing_name_raises(tiny):
 def test_unregister_restores_the_registry():
     register_architecture("Tiny2", Tiny, {"tiny_scale": 1.0})
     unregister_architecture("Tiny2")
-    assert "Tiny2" not in ARCHITECTURES and "Tiny2" not in default_config.ARCHITECTURE_DEFAULTS
-    assert "tiny_scale" not in default_config.architecture_keys()
+    assert "Tiny2" not in ARCHITECTURES and "Tiny2" not in ARCHITECTURE_DEFAULTS
+    assert "tiny_scale" not in architecture_keys()
     with pytest.raises(ConfigError, match="built in"):
         unregister_architecture("abcMLP")

@@ -25,8 +25,30 @@ from core_code.model_lib.layers import (
     require_int,
     trainable_parameters,
 )
-from core_code.util.config_extractions import ConfigError
-from core_code.util.default_config import init_config_Stack
+from core_code.util.config_extractions import ConfigError, complete_config
+
+# Every key Stack accepts, with its default.
+DEFAULTS: dict[str, Any] = {
+    "architecture_key": "Stack",
+    "d_in": None,
+    "d_out": None,
+    "bottleneck_width": 64,
+    "variable_width": 128,
+    "depth": 1,
+    "skip_conn": False,
+    "linear_skip_conn": False,
+    "linear_skip_conn_width": 32,
+    "bias_tune": 1.0,
+    "hidden_bottleneck_activation": "Identity",
+    "hidden_bottleneck_activation_callback": None,
+    "hidden_layer_activation": "ReLU",
+    "hidden_layer_activation_callback": None,
+}
+
+
+def init_config_Stack(**config: Any) -> dict:
+    """Complete a Stack configuration (see DEFAULTS)."""
+    return complete_config(config, DEFAULTS, "architecture config (Stack)")
 
 
 class StackBlock(nn.Module):
@@ -154,6 +176,4 @@ class Stack(BlockNetwork):
         return [m for m in self.modules() if isinstance(m, BiasTunedLinear)]
 
 
-NNModel = Stack  # name used by the original framework
-
-__all__ = ["Stack", "StackBlock", "NNModel"]
+__all__ = ["Stack", "StackBlock", "DEFAULTS", "init_config_Stack"]

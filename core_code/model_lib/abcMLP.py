@@ -23,7 +23,50 @@ from core_code.model_lib.layers import (
     require_int,
     trainable_parameters,
 )
-from core_code.util.default_config import init_config_abcMLP
+from core_code.model_lib.parametrizations import PARAMETRIZATIONS, abc_preset
+from core_code.util.config_extractions import ConfigError, complete_config
+
+# Every key abcMLP accepts, with its default. With the default muP and depth 6:
+# list_a [-0.5, 0, 0, 0, 0, 0.5], list_b [0.5] * 6, c 0.
+DEFAULTS: dict[str, Any] = {
+    "architecture_key": "abcMLP",
+    "d_in": None,
+    "d_out": None,
+    "width": 1024,
+    "depth": 6,
+    # 'muP' | 'NTK' | 'SP' fills list_a/list_b/c for any depth; explicit values override.
+    "parametrization": "muP",
+    "list_a": None,
+    "list_b": None,
+    "c": None,
+    "bias_tune": 1.0,
+    "hidden_layer_activation": "ReLU",
+    "hidden_layer_activation_callback": None,
+}
+
+
+def init_config_abcMLP(**config: Any) -> dict:
+    """Complete an abcMLP configuration: defaults filled, the parametrization expanded.
+
+    list_a/list_b/c left at None are filled from ``parametrization`` for the configured
+    depth; explicit values override the preset.
+    """
+    out = complete_config(config, DEFAULTS, "architecture config (abcMLP)")
+    missing = [k for k in ("list_a", "list_b", "c") if out[k] is None]
+    if missing:
+        if out["parametrization"] is None:
+            raise ConfigError(
+                f"architecture config (abcMLP): {', '.join(missing)} not given and "
+                "'parametrization' is None; set 'parametrization' to one of "
+                f"{', '.join(sorted(PARAMETRIZATIONS))} or give the values explicitly"
+            )
+        try:
+            preset = abc_preset(out["parametrization"], out["depth"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for key in missing:
+            out[key] = preset[key]
+    return out
 
 
 class abcMLP(nn.Module):
@@ -76,6 +119,4 @@ class abcMLP(nn.Module):
         return list(self.layers)
 
 
-NNModel = abcMLP  # name used by the original framework
-
-__all__ = ["abcMLP", "NNModel"]
+__all__ = ["abcMLP", "DEFAULTS", "init_config_abcMLP"]

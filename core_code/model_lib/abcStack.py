@@ -23,7 +23,30 @@ from core_code.model_lib.layers import (
     trainable_parameters,
 )
 from core_code.model_lib.Stack import BlockNetwork, _block_dims, bottleneck_activations
-from core_code.util.default_config import init_config_abcStack
+from core_code.util.config_extractions import complete_config
+
+# Every key abcStack accepts, with its default.
+DEFAULTS: dict[str, Any] = {
+    "architecture_key": "abcStack",
+    "d_in": None,
+    "d_out": None,
+    "bottleneck_width": 64,
+    "variable_width": 128,
+    "depth": 1,
+    "list_a": [-0.5, 0.5],  # two entries per stack block
+    "list_b": [0.5, 0.5],
+    "c": 0,
+    "bias_tune": 1.0,
+    "hidden_bottleneck_activation": "Identity",
+    "hidden_bottleneck_activation_callback": None,
+    "hidden_layer_activation": "ReLU",
+    "hidden_layer_activation_callback": None,
+}
+
+
+def init_config_abcStack(**config: Any) -> dict:
+    """Complete an abcStack configuration (see DEFAULTS)."""
+    return complete_config(config, DEFAULTS, "architecture config (abcStack)")
 
 
 class AbcStackBlock(nn.Module):
@@ -99,6 +122,4 @@ class abcStack(BlockNetwork):
         return [m for block in self.layers for m in (block.linear_1, block.linear_2)]
 
 
-NNModel = abcStack  # name used by the original framework
-
-__all__ = ["abcStack", "AbcStackBlock", "NNModel"]
+__all__ = ["abcStack", "AbcStackBlock", "DEFAULTS", "init_config_abcStack"]
