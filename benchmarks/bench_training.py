@@ -293,7 +293,7 @@ def run_framework(problem: Problem, epochs: int, model: Optional[torch.nn.Module
 
     from core_code.lightning_multitask import LightningMultitask
     from core_code.util.lightning import DataModule
-    from experiments.compositeSine.logging_callback import LoggingCallback
+    from experiments.logging import LoggingCallback
 
     model = model if model is not None else problem.fresh_model()
     pl.seed_everything(problem.seed, verbose=False)

@@ -1,10 +1,12 @@
-"""LoggingCallback (epoch losses, CSV, plots, divergence) and the W&B helpers."""
+"""experiments.logging: LoggingCallback (epoch losses, CSV, plots, divergence), metrics CSV, W&B helpers."""
 
 import csv
 import json
 import logging
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from core_code.lightning_multitask import LightningMultitask
 from core_code.util.lightning import DataModule
-from experiments.compositeSine.logging_callback import (
+from experiments.logging import (
     LoggingCallback,
     finish_wandb,
     make_wandb_logger,
@@ -183,7 +185,7 @@ def test_non_finite_loss_stops_and_names_task_and_epoch(tmp_path, caplog):
     lm = LightningMultitask(models, learning_rate=0.01, batch_size=4)
     dm = DataModule(SineData({0: 4, 1: 4}), batch_size=4)
     cb = LoggingCallback(None)
-    with caplog.at_level(logging.WARNING, logger="experiments.compositeSine.logging_callback"):
+    with caplog.at_level(logging.WARNING, logger="experiments.logging.callback"):
         trainer = lm.fit(dm, callbacks=[cb], max_epochs=5, default_root_dir=str(tmp_path), **QUIET)
     assert cb.diverged == {"task": 1, "epoch": 0, "split": "train"}
     assert trainer.current_epoch == 1 and len(cb.history) == 1
@@ -261,3 +263,77 @@ def test_wandb_offline_run_gets_metrics_and_plots(wandb_env, tmp_path):
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert os.environ["WANDB_SILENT"] == "true"
+
+
+# ------------------------------------------------------------- metrics CSV, API
+def test_read_metrics_skips_a_torn_last_line(tmp_path):
+    from experiments.logging import read_metrics
+
+    path = tmp_path / "metrics.csv"
+    # epoch 2's row was cut mid-write: its epoch is not an int; an empty cell is left out
+    path.write_text("epoch,train/loss_task_0,validation/loss_task_0\n0,0.5,0.25\n1,0.4,\n2.")
+    assert read_metrics(path) == [
+        {"epoch": 0, "train/loss_task_0": 0.5, "validation/loss_task_0": 0.25},
+        {"epoch": 1, "train/loss_task_0": 0.4},
+    ]
+    path.write_text("epoch,train/loss_task_0\n0,0.5\n1,nu")  # cut inside 'nan'
+    assert read_metrics(path) == [{"epoch": 0, "train/loss_task_0": 0.5}]
+    assert read_metrics(tmp_path / "missing.csv") == []
+
+
+def test_metrics_csv_appends_and_rewrites_on_a_new_column(tmp_path):
+    from experiments.logging.metrics import MetricsCSV
+
+    out = MetricsCSV(tmp_path / "m.csv")
+    history = [{"epoch": 0, "train/loss_task_0": 1.0}]
+    out.write_row(history[0], history)
+    history.append({"epoch": 1, "train/loss_task_0": 0.5})
+    out.write_row(history[-1], history)
+    assert (tmp_path / "m.csv").read_text() == "epoch,train/loss_task_0\n0,1.0\n1,0.5\n"
+    history.append({"epoch": 2, "train/loss_task_0": 0.25, "extra/a": 3.0})
+    out.write_row(history[-1], history)
+    assert (tmp_path / "m.csv").read_text() == "epoch,extra/a,train/loss_task_0\n0,,1.0\n1,,0.5\n2,3.0,0.25\n"
+    assert out.resume(2, []) == history[:2]
+    assert (tmp_path / "m.csv").read_text() == "epoch,train/loss_task_0\n0,1.0\n1,0.5\n"
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.csv"]  # no temp file left behind
+
+
+def test_metric_names():
+    from experiments.logging import metrics
+
+    assert metrics.SPLITS == ("train", "val", "test") and tuple(metrics.SPLIT_PREFIX) == metrics.SPLITS
+    assert [metrics.metric_name(s, 2) for s in metrics.SPLITS] == [
+        "train/loss_task_2", "validation/loss_task_2", "test/loss_task_2"]
+    assert metrics.metric_task("validation/loss_task_12", "val") == 12
+    assert metrics.metric_task("train/loss_task_1", "val") is None
+    assert metrics.metric_task("validation/loss_task_1x", "val") is None
+    assert (metrics.final_column(3), metrics.best_column(3)) == ("final_val_loss_task_3", "best_val_loss_task_3")
+    assert metrics.final_column_task("final_val_loss_task_3") == 3
+    assert metrics.final_column_task("best_val_loss_task_3") is None
+
+
+def test_package_exports_and_experiment_callbacks():
+    import experiments.logging as lg
+    from experiments.compositeSine.logging_callback import LoggingCallback as CompositeSineCallback
+    from experiments.logging import callback, metrics, wandb_session
+    from experiments.tinyTest.logging_callback import LoggingCallback as TinyTestCallback
+
+    assert lg.__all__ == sorted(["LoggingCallback", "make_wandb_logger", "finish_wandb", "resolve_wandb_mode",
+                                 "WANDB_MODES", "metric_name", "read_metrics", "SPLITS"])
+    assert sorted(lg._EXPORTS) == lg.__all__ and set(lg.__all__) <= set(dir(lg))
+    assert lg.LoggingCallback is callback.LoggingCallback is LoggingCallback
+    assert CompositeSineCallback is TinyTestCallback is LoggingCallback
+    assert lg.WANDB_MODES == ("online", "offline", "disabled") and lg.WANDB_MODES is wandb_session.WANDB_MODES
+    assert (lg.make_wandb_logger, lg.finish_wandb, lg.resolve_wandb_mode) == (
+        wandb_session.make_wandb_logger, wandb_session.finish_wandb, wandb_session.resolve_wandb_mode)
+    assert (lg.metric_name, lg.read_metrics, lg.SPLITS) == (metrics.metric_name, metrics.read_metrics, metrics.SPLITS)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lg.nope  # noqa: B018
+
+
+def test_wandb_modes_import_without_lightning_wandb_or_matplotlib():
+    code = ("import sys; from experiments.logging import WANDB_MODES, resolve_wandb_mode; "
+            "print(sorted(m for m in ('pytorch_lightning', 'wandb', 'matplotlib', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[]"
