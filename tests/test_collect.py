@@ -1,17 +1,21 @@
-"""Grid summary (experiments.collect) on synthetic run folders: summary.csv, table, plots, CLI."""
+"""Grid summary (experiments.analysis.collect) on synthetic run folders: summary.csv, table, plots, CLI."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from experiments import collect as co
+from experiments.analysis import collect as co
 
 TAG = "grid"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _point_config(width, lr, **arch):
@@ -167,3 +171,26 @@ def test_varying_values_shared_keys_lists_and_sections(tmp_path):
 def test_a_key_that_differs_between_sections_gets_section_columns():
     points = [{"config": {"data": {"seed": s}, "custom": {"seed": 1}}} for s in (1, 2)]
     assert co.varying_parameters(points) == {"data.seed": ("data", "seed")}
+
+
+def test_a_torn_last_metrics_line_is_skipped(tmp_path):
+    """A run killed mid-write leaves half a line: the point shows the epochs before it."""
+    make_grid(tmp_path, [
+        (_point_config(16, 0.01), "running", [(1.0, 1.0), (0.5, 0.25)], {}),
+        (_point_config(16, 0.1), "done", [(0.5, 0.5)], {"epochs": 1}),
+    ])
+    with (tmp_path / TAG / "config1" / "metrics.csv").open("a") as fh:
+        fh.write("2,1.0,1.0,0.2,1e")  # cut inside '1e-05'
+    rows = co.collect(tmp_path, TAG)
+    assert rows[0]["epochs"] == 2
+    assert (rows[0]["final_val_loss_task_0"], rows[0]["final_val_loss_task_1"]) == (0.5, 0.25)
+    assert (rows[0]["best_val_loss_task_0"], rows[0]["best_val_loss_task_1"]) == (0.5, 0.25)
+
+
+def test_module_runs_as_a_script(grid):
+    out = subprocess.run([sys.executable, "-m", "experiments.analysis.collect", TAG, "--runs_dir", str(grid),
+                          "--no_plots"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert TABLE in out.stdout and f"wrote {grid / TAG / 'summary.csv'}" in out.stdout
+    assert not list((grid / TAG).glob("summary_task*"))
+    assert importlib.util.find_spec("experiments.collect") is None  # moved, no shim left behind

@@ -1,6 +1,6 @@
 """Results of a grid at a glance: summary table, summary.csv and comparison plots.
 
-``python -m experiments.collect TAG [--runs_dir runs]`` (or ``main.py --collect TAG``)
+``python -m experiments.analysis.collect TAG [--runs_dir runs]`` (or ``main.py --collect TAG``)
 reads ``runs/TAG/`` (see ``experiments.run_state`` for the layout) and writes:
 
 - ``runs/TAG/summary.csv``: one row per grid point of the manifest: ``index``, ``id``,
@@ -9,7 +9,7 @@ reads ``runs/TAG/`` (see ``experiments.run_state`` for the layout) and writes:
   named by their bare key, or ``section.key`` where two sections disagree), ``epochs``
   (epochs done), then ``final_val_loss_task_<t>`` and ``best_val_loss_task_<t>`` for every
   task (the last and the lowest ``validation/loss_task_<t>`` of ``metrics.csv``; empty
-  where a point has no metrics yet). Points not started are listed as pending, so a
+  where a point has no metrics yet; names from ``experiments.logging.metrics``). Points not started are listed as pending, so a
   partial grid (running, failed, fetched half-way from a cluster) works.
 - the same as an aligned table on stdout;
 - comparison plots next to it (PNG and PDF): ``summary_task<t>_final_vs_<param>.*``, the
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import re
@@ -31,38 +32,23 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from experiments.run_state import RunDir
+from experiments.logging.metrics import (
+    CSV_NAME,
+    best_column,
+    final_column,
+    final_column_task,
+    metric_name,
+    metric_task,
+    read_metrics,
+)
+from experiments.run_state import RunDir, count_statuses, write_text_atomic
 
 SECTIONS = ("data", "architecture", "training", "custom")
 HEAD_COLUMNS = ("index", "id", "status")
 _TASK_KEY = re.compile(r"^task_(\d+)$")
-_VAL_METRIC = re.compile(r"^validation/loss_task_(\d+)$")
 
 
 # ------------------------------------------------------------------------ reading
-def read_metrics(path: Path | str) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` (``epoch`` int, other columns float); [] if missing.
-
-    Empty cells are left out; a torn line (a run killed mid-write) is skipped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    try:
-        with path.open(newline="") as fh:
-            for raw in csv.DictReader(fh):
-                try:
-                    row: dict[str, float] = {"epoch": int(raw["epoch"])}
-                    row.update({k: float(v) for k, v in raw.items() if k and k != "epoch" and v not in ("", None)})
-                except (KeyError, TypeError, ValueError):
-                    continue
-                rows.append(row)
-    except OSError:
-        return []
-    return rows
-
-
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -109,19 +95,8 @@ def _tasks_of(points: Sequence[dict], metric_keys: set[str], finals: Sequence[di
     keys = set(metric_keys)
     for final in finals:
         keys.update(final)
-    for key in keys:
-        m = _VAL_METRIC.match(key)
-        if m:
-            tasks.add(int(m.group(1)))
+    tasks.update(t for key in keys if (t := metric_task(key, "val")) is not None)
     return sorted(tasks) or [0]
-
-
-def final_column(task: int) -> str:
-    return f"final_val_loss_task_{task}"
-
-
-def best_column(task: int) -> str:
-    return f"best_val_loss_task_{task}"
 
 
 def collect(runs_dir: Path | str, tag: str) -> list[dict]:
@@ -136,7 +111,7 @@ def collect(runs_dir: Path | str, tag: str) -> list[dict]:
     points = list(manifest.get("points", []))
     params = varying_parameters(points)
     summaries = [run_dir.summary(p["index"]) for p in points]
-    histories = [read_metrics(run_dir.point_dir(p["index"]) / "metrics.csv") for p in points]
+    histories = [read_metrics(run_dir.point_dir(p["index"]) / CSV_NAME) for p in points]
     metric_keys = {k for h in histories for r in h for k in r}
     finals = [s.get("final") or {} for s in summaries]
     tasks = _tasks_of(points, metric_keys, finals)
@@ -156,7 +131,7 @@ def collect(runs_dir: Path | str, tag: str) -> list[dict]:
         else:
             row["epochs"] = summary.get("epochs")
         for t in tasks:
-            metric = f"validation/loss_task_{t}"
+            metric = metric_name("val", t)
             values = [r[metric] for r in sorted(history, key=lambda r: r["epoch"]) if metric in r]
             last = values[-1] if values else final.get(metric)
             finite = [v for v in values if math.isfinite(v)]
@@ -180,7 +155,7 @@ def task_ids(rows: Sequence[dict]) -> list[int]:
     """The tasks with loss columns in ``collect``'s rows."""
     if not rows:
         return []
-    return [int(k.rsplit("_", 1)[1]) for k in rows[0] if k.startswith("final_val_loss_task_")]
+    return [t for k in rows[0] if (t := final_column_task(k)) is not None]
 
 
 # ------------------------------------------------------------------------ writing
@@ -198,17 +173,15 @@ def _cell(value: Any) -> str:
 
 
 def write_summary_csv(rows: Sequence[dict], path: Path | str) -> Path:
-    """``rows`` as CSV (header: the rows' keys, in order)."""
+    """``rows`` as CSV (header: the rows' keys, in order), written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(rows[0]) if rows else list(HEAD_COLUMNS) + ["epochs"]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    write_text_atomic(path, buf.getvalue())
     return path
 
 
@@ -241,10 +214,8 @@ def format_table(rows: Sequence[dict]) -> str:
 
     out = [line(columns), line(["-" * w for w in widths])]
     out += [line(row) for row in cells]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    out.append(f"{len(rows)} points: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    counts = count_statuses(r["status"] for r in rows)
+    out.append(f"{len(rows)} points: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return "\n".join(out)
 
 
@@ -329,13 +300,13 @@ def plot_comparisons(rows: Sequence[dict], runs_dir: Path | str, tag: str) -> li
             _save(fig, out_dir / f"summary_task{t}_final_vs_{_safe(p)}", written)
 
         # validation-loss curves of every point
-        metric = f"validation/loss_task_{t}"
+        metric = metric_name("val", t)
         fig = Figure(figsize=(7.2, 4.8))
         ax = fig.add_subplot()
         positive = True
         drew = False
         for r in rows:
-            history = read_metrics(run_dir.point_dir(r["index"]) / "metrics.csv")
+            history = read_metrics(run_dir.point_dir(r["index"]) / CSV_NAME)
             pts = [(h["epoch"], h[metric]) for h in sorted(history, key=lambda h: h["epoch"])
                    if metric in h and math.isfinite(h[metric])]
             if not pts:
@@ -366,7 +337,7 @@ def plot_comparisons(rows: Sequence[dict], runs_dir: Path | str, tag: str) -> li
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``TAG [--runs_dir DIR] [--no_plots]``: write summary.csv (+ plots) and print the table."""
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.collect",
+        prog="python -m experiments.analysis.collect",
         description="Summarize a grid: runs/TAG/summary.csv, an aligned table and comparison plots.")
     parser.add_argument("tag", help="the grid's TAG (--experimentbatch_name of the run)")
     parser.add_argument("--runs_dir", default="runs", help="folder holding the TAG folders (default: runs)")
