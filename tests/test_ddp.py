@@ -1,4 +1,18 @@
-"""Lightning DDP on 2 CPU processes (gloo): both ranks end with identical weights."""
+"""Lightning DDP on 2 CPU processes (gloo, strategy='ddp') against a 1-process run.
+
+tests/scripts/ddp_train.py trains every case of its CASES once with devices=2 (one
+launch, one process group); each case is also trained here in-process with devices=1 by
+the same ``fit_case``. Required: each rank trains on a disjoint part of every GLOBAL
+batch, the parts together are the 1-process batch, and the final weights equal the
+1-process weights.
+
+Exact in math only when the ranks hold equal row counts of every task: each rank's loss
+is a mean over its own rows and DDP averages the ranks' gradients, which is the global
+mean only then. Tolerance: rtol 1e-5, atol 1e-6 (weights are O(0.1-1)); float32
+all-reduce and summation order differ from the 1-process run by ~1e-7 relative per step
+(measured: 3e-8 absolute over 8 and 16 steps), while the unequal-split error below is
+1e-3 to 3e-2 absolute and a missing all-reduce is larger still.
+"""
 
 import subprocess
 import sys
@@ -7,20 +21,100 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.scripts.ddp_train import CASES, MAX_EPOCHS, fit_case
+
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
+RTOL, ATOL = 1e-5, 1e-6
+
+UNEQUAL_SPLIT_BUG = (
+    "BUG (reported to the lead): when a task's rows of a global batch do not split evenly over "
+    "the ranks (tensor_split in core_code/util/batching.py), each rank's per-task loss is a mean "
+    "over a different number of rows and DDP's gradient average weights the rows unequally "
+    "(task 0 with 3 rows split 2/1: weights 1/4, 1/4, 1/2 instead of 1/3 each; a rank without "
+    "rows of a task contributes nothing, so that task's gradient is halved), so 2 processes "
+    "minimise another objective than 1 process"
+)
+EQUAL = ["equal_single", "equal_per_task"]
+UNEQUAL = [c for c in CASES if c not in EQUAL]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """Every case trained by 2 DDP processes: ``{case: [rank0 result, rank1 result]}``."""
+    out = tmp_path_factory.mktemp("ddp")
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), *CASES], capture_output=True, text=True,
+                          timeout=240, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {c: [torch.load(out / f"{c}_rank{r}.pt") for r in (0, 1)] for c in CASES}
+
+
+_REFERENCES: dict = {}
+
+
+def reference(case: str):
+    """The 1-process run of ``case``: (final state dict, init state dict, rows per step, global_step)."""
+    if case not in _REFERENCES:
+        model, trainer, recorder, init = fit_case(case, devices=1, logger=False)
+        final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        _REFERENCES[case] = (final, init, recorder.steps, trainer.global_step)
+    return _REFERENCES[case]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["single", "per_task"])
-def test_ddp_two_cpu_ranks_end_identical(tmp_path, mode):
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), mode], capture_output=True, text=True,
-                          timeout=240, cwd=Path(__file__).parents[1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    assert w0.keys() == w1.keys()
-    for k in w0:
-        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0)
-    # each rank trains on its half of every global batch, so as many steps as 1 process:
-    # max(ceil(16/4), ceil(32/8)) = 4 batches per epoch, 2 epochs, x optimizers
-    steps = str(4 * 2 * (2 if mode == "per_task" else 1))
-    assert (tmp_path / "steps0.txt").read_text() == (tmp_path / "steps1.txt").read_text() == steps
+@pytest.mark.parametrize("case", list(CASES))
+def test_ddp_ranks_split_every_global_batch_disjointly(ddp_runs, case):
+    ranks = ddp_runs[case]
+    _, init, ref_rows, ref_steps = reference(case)
+    for r in ranks:  # same initial weights as the 1-process run, on both ranks
+        assert r["init"].keys() == init.keys()
+        for k in init:
+            assert torch.equal(r["init"][k], init[k]), k
+    n_batches = len(ref_rows)
+    assert n_batches == MAX_EPOCHS * max(-(-n // s) for n, s in _task_sizes(case).values())
+    assert len(ranks[0]["rows"]) == len(ranks[1]["rows"]) == n_batches
+    for k in range(n_batches):
+        rows0, rows1 = ranks[0]["rows"][k], ranks[1]["rows"][k]
+        assert set(rows0) | set(rows1) == set(ref_rows[k]), k
+        for t, ref in ref_rows[k].items():
+            a, b = rows0.get(t, []), rows1.get(t, [])
+            assert not set(a) & set(b), (k, t)
+            assert sorted(a + b) == sorted(ref), (k, t)
+            # tensor_split: rank 0 takes the first ceil(size / 2) columns of the task's block
+            assert (len(a), len(b)) == (-(-len(ref) // 2), len(ref) // 2), (k, t)
+    # every rank steps every optimizer once per global batch, as the 1-process run does
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == ref_steps
+    assert ref_steps == n_batches * (2 if CASES[case]["per_task"] else 1)
+
+
+def _task_sizes(case: str) -> dict[int, tuple[int, int]]:
+    """``{task: (rows, rows per global batch)}`` of a case (data_deterministic)."""
+    from core_code.util.batching import deterministic_task_batch_sizes
+
+    n = CASES[case]["n"]
+    sizes = deterministic_task_batch_sizes(n, CASES[case]["batch_size"])
+    return {t: (n[t], sizes[t]) for t in n}
+
+
+def test_cases_are_designed_as_documented():
+    """Equal cases: every task's batch rows split evenly over 2 ranks; unequal ones: not."""
+    for case in CASES:
+        even = all(s % 2 == 0 for _, s in _task_sizes(case).values())
+        assert even == (case in EQUAL), case
+    assert _task_sizes("equal_single") == {0: (16, 4), 1: (32, 8)}
+    assert _task_sizes("unequal_single") == {0: (15, 3), 1: (30, 6)}
+    assert _task_sizes("missing_task_single") == {0: (4, 1), 1: (40, 10)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", EQUAL + [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=UNEQUAL_SPLIT_BUG)) for c in UNEQUAL])
+def test_ddp_weights_equal_one_process_run(ddp_runs, case):
+    final, init, _, _ = reference(case)
+    w0, w1 = ddp_runs[case][0]["final"], ddp_runs[case][1]["final"]
+    assert w0.keys() == w1.keys() == final.keys()
+    for k in final:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0)  # ranks agree bit for bit
+    # the comparison means something: training moved the weights far beyond the tolerance
+    assert max((final[k] - init[k]).abs().max().item() for k in final) > 1e4 * ATOL
+    for k in final:
+        torch.testing.assert_close(w0[k], final[k], rtol=RTOL, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")

@@ -1,7 +1,14 @@
-"""Train a tiny model with strategy='ddp' on 2 CPU processes; each rank saves its weights.
+"""The DDP scenarios of tests/test_ddp.py, and the script that trains them on 2 CPU processes.
 
-Run by tests/test_ddp.py as ``python tests/scripts/ddp_train.py OUT_DIR MODE``; Lightning
-re-runs this script for rank 1. MODE: 'single' (one optimizer) or 'per_task'.
+``python tests/scripts/ddp_train.py OUT_DIR CASE [CASE ...]`` trains every CASE of
+``CASES`` with ``strategy='ddp'``, ``devices=2`` (gloo, CPU) one after the other in one
+process group (Lightning re-runs this script for rank 1) and writes, per case and rank,
+``OUT_DIR/<case>_rank<r>.pt``: ``{'init', 'final'}`` (state dicts), ``'rows'`` (per
+training step ``{task: [row ids]}`` this rank trained on) and ``'global_step'``.
+
+``fit_case(case, **trainer_kw)`` builds and trains one case; tests/test_ddp.py calls it
+in-process with ``devices=1`` for the 1-process reference, so both runs share every line
+of setup (seed, model init, data, batching seed).
 """
 
 import sys
@@ -14,22 +21,55 @@ import torch  # noqa: E402
 
 from core_code.lightning_multitask import LightningMultitask  # noqa: E402
 from core_code.util.lightning import DataModule  # noqa: E402
-from tests.test_training import FakeData  # noqa: E402
+from tests.helpers import FakeData, RowRecorder, tiny_model  # noqa: E402
+
+# Inputs x = row * 2**-5 (in [0, 1.5)): exact row ids, no saturated Tanh units.
+X_SCALE = 2**-5
+# n: rows per task; batch_size: the GLOBAL batch (data_deterministic: per-task sizes
+# proportional to the data, see deterministic_task_batch_sizes); per_task: task-specific
+# learning rates, i.e. one optimizer per task (gradients all-reduced by hand).
+CASES = {
+    # 4 + 8 rows per global batch: every rank holds 2 + 4 (equal counts per task), and
+    # 4 batches an epoch cover every row exactly once.
+    "equal_single": dict(n={0: 16, 1: 32}, batch_size=12, per_task=False),
+    "equal_per_task": dict(n={0: 16, 1: 32}, batch_size=12, per_task=True),
+    # 3 + 6 rows per global batch: task 0 splits 2 / 1 between the ranks.
+    "unequal_single": dict(n={0: 15, 1: 30}, batch_size=9, per_task=False),
+    "unequal_per_task": dict(n={0: 15, 1: 30}, batch_size=9, per_task=True),
+    # 1 + 10 rows per global batch: rank 1 never sees task 0.
+    "missing_task_single": dict(n={0: 4, 1: 40}, batch_size=11, per_task=False),
+}
+MAX_EPOCHS = 2
 
 
-def main(out_dir: str, mode: str) -> None:
+def case_data(case: str) -> FakeData:
+    return FakeData(CASES[case]["n"], x_scale=X_SCALE)
+
+
+def fit_case(case: str, **trainer_kw):
+    """Train ``case`` from seed 0: ``(model, trainer, recorder, init_state)``."""
+    spec = CASES[case]
     pl.seed_everything(0, verbose=False)
-    model = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
-    lr = {"task_0": 0.01, "task_1": 0.02} if mode == "per_task" else 0.01
+    model = tiny_model()
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    lr = {"task_0": 0.05, "task_1": 0.1} if spec["per_task"] else 0.05
     lm = LightningMultitask(model, update_rule="SGD", learning_rate=lr, regularization_alpha=0.01)
-    dm = DataModule(FakeData({0: 16, 1: 32}), batch_size=12)
-    trainer = lm.fit(dm, max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
+    data = case_data(case)
+    dm = DataModule(data, batch_size=spec["batch_size"], shuffle=True)
+    recorder = RowRecorder(data)
+    trainer = lm.fit(dm, callbacks=[recorder], max_epochs=MAX_EPOCHS, accelerator="cpu",
                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                     num_sanity_val_steps=0)
-    rank = trainer.global_rank
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, Path(out_dir) / f"rank{rank}.pt")
-    (Path(out_dir) / f"steps{rank}.txt").write_text(str(trainer.global_step))
+                     num_sanity_val_steps=0, **trainer_kw)
+    return model, trainer, recorder, init
+
+
+def main(out_dir: str, cases: list[str]) -> None:
+    for case in cases:
+        model, trainer, recorder, init = fit_case(case, devices=2, strategy="ddp")
+        final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        torch.save({"init": init, "final": final, "rows": recorder.steps, "global_step": trainer.global_step},
+                   Path(out_dir) / f"{case}_rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2:])
