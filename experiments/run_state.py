@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+
 class GridChangedError(RuntimeError):
     """The TAG's manifest describes another grid than the one being run."""
 
