@@ -21,13 +21,15 @@ torch runs single-threaded here: two OpenMP threads on a busy 2-core machine ran
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import os
 
 import pytest
 import torch
 
-from core_code import coord_check as cc
+from core_code.util.optimizers import make_optimizer
+from experiments.analysis import coord_check as cc
 
 SEED0 = int(os.environ.get("COORD_CHECK_SEED0", "0"))
 WIDTHS = (64, 128, 256, 512, 1024)
@@ -102,6 +104,26 @@ def test_learning_rate_exponent_c_scales_sgd_by_width_to_the_minus_c():
     c0 = cc.coord_check({**base, "c": 0.0}, widths=[width], seeds=[SEED0], steps=2, lr=LR / width)
     for a, b in zip(c1.rows, c0.rows):
         assert a["delta_mean_abs"] == pytest.approx(b["delta_mean_abs"], rel=1e-5, abs=1e-12)
+
+
+def test_optimizer_is_the_one_training_builds(monkeypatch):
+    """SGD from core_code.util.optimizers.make_optimizer, lr eta * width^-c (here c 1) per group."""
+    built = []
+
+    def recording(modules, update_rule, lr, callback=None):
+        opt = make_optimizer(modules, update_rule, lr, callback)
+        built.append((update_rule, lr, callback, opt))
+        return opt
+
+    monkeypatch.setattr(cc, "make_optimizer", recording)
+    cc.coord_check(cc.architecture_config(parametrization="muP", c=1.0), widths=[16, 32], seeds=[SEED0], steps=1,
+                   lr=LR)
+    assert [(rule, lr, cb) for rule, lr, cb, _ in built] == [("SGD", LR, None)] * 2
+    for (_, _, _, opt), width in zip(built, (16, 32)):
+        assert isinstance(opt, torch.optim.SGD)
+        assert [g["lr"] for g in opt.param_groups] == [pytest.approx(LR / width)]
+    assert not hasattr(cc, "_param_groups")
+    assert importlib.util.find_spec("core_code.coord_check") is None  # moved, no shim left behind
 
 
 def test_explicit_exponents_equal_the_named_parametrization():

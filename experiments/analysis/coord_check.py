@@ -17,7 +17,12 @@ Theta(width^-1/2) (exponent ~ -0.5), under SP with a width-independent learning 
 they grow with width; under muP the last layer's output at init (without its bias)
 shrinks like width^-1/2.
 
-Run ``python -m core_code.coord_check --help``; no Lightning involved (a plain torch loop).
+The optimizer is built by ``core_code.util.optimizers.make_optimizer``, the function
+training uses (SGD over the model's ``lr_multipliers()`` groups), so the check measures
+the learning-rate scaling that training applies.
+
+Run ``python -m experiments.analysis.coord_check --help``; no Lightning involved (a plain
+torch loop).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from core_code.util.optimizers import make_optimizer
 
 #: Config key holding the width that the parametrization scales with, per architecture.
 WIDTH_KEYS = {"abcMLP": "width", "abcStack": "variable_width", "Stack": "variable_width"}
@@ -73,9 +80,10 @@ def experiment_setup(name: str) -> tuple[torch.Tensor, torch.Tensor, LossFn, dic
     The loss is the sum over tasks of each task's criterion on its own rows (as in training).
     """
     from core_code.create_data import CreateData
+    from core_code.create_model import architecture_keys
     from core_code.util.config_extractions import extract_taskconfig
     from core_code.util.criteria import make_criterion
-    from core_code.util.default_config import architecture_keys, init_config_training
+    from core_code.util.default_config import init_config_training
     from experiments import load_experiment
 
     _, configs = load_experiment(name)
@@ -109,11 +117,6 @@ def linear_layers(model: nn.Module) -> list[nn.Module]:
     if hasattr(model, "layers"):
         return list(model.layers)
     raise TypeError(f"{type(model).__name__} has neither linear_layers() nor layers: cannot hook its layers")
-
-
-def _param_groups(model: nn.Module, lr: float) -> list[dict]:
-    pairs = model.lr_multipliers() if hasattr(model, "lr_multipliers") else [(list(model.parameters()), 1.0)]
-    return [{"params": list(params), "lr": lr * float(mult)} for params, mult in pairs]
 
 
 class _Recorder:
@@ -159,7 +162,7 @@ def run_width(
     model = make_model(width)
     layers = linear_layers(model)
     rec = _Recorder(layers)
-    opt = torch.optim.SGD(_param_groups(model, lr), lr=lr)
+    opt = make_optimizer([model], "SGD", lr)
     rows: list[dict] = []
     h0: list[torch.Tensor] = []
     try:
@@ -470,7 +473,7 @@ def _parse_value(text: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m core_code.coord_check",
+        prog="python -m experiments.analysis.coord_check",
         description="Coordinate check of an abc-parametrization: how the size and the change of every "
                     "layer's output scale with width after a few SGD steps.")
     p.add_argument("--parametrization", default=None, choices=["muP", "NTK", "SP"],
