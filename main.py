@@ -18,8 +18,6 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-WANDB_MODES = ("online", "offline", "disabled")
-
 
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit code 2."""
@@ -60,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TAG: results go to runs/TAG/ (default: <experiment>_<date>_<time>)")
     p.add_argument("--config_trainer", nargs="*", default=[], metavar="KEY:VALUE",
                    help="pytorch_lightning.Trainer settings, e.g. max_epochs:10 accelerator:cpu")
-    p.add_argument("--wandb", choices=WANDB_MODES, default=None,
+    p.add_argument("--wandb", default=None, metavar="{online,offline,disabled}",
                    help="W&B mode (default: online if logged in, else offline)")
     p.add_argument("--runs_dir", default="runs", help="root folder of the results (default runs/)")
     actions = p.add_mutually_exclusive_group()
@@ -97,13 +95,20 @@ def list_grid(manager) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.collect:
-        from experiments import collect
+        from experiments.analysis import collect
 
         return collect.main([args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
-    from experiments.run_state import GridChangedError
+    from experiments.run_state import GridChangedError, count_statuses
 
     try:
+        if args.wandb is not None:
+            from experiments.logging.wandb_session import resolve_wandb_mode
+
+            try:
+                resolve_wandb_mode(args.wandb)
+            except ValueError as err:
+                raise UsageError(f"--wandb: {err}") from None
         manager = make_manager(args, parse_trainer_args(args.config_trainer))
         if args.list:
             print(list_grid(manager))
@@ -127,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = [i for i, s in results.items() if s == "failed"]
-    counts = {s: sum(1 for v in results.values() if v == s) for s in sorted(set(results.values()))}
+    counts = count_statuses(results.values())
     print(f"[{tag}] " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; results in {args.runs_dir}/{tag}/")
     if failed:
         print(f"[{tag}] failed grid points: {', '.join(map(str, failed))}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Print the number of grid points of an experiment (for sizing a job array).
 
-    python pre_main.py [--experiment NAME]      -> prints e.g. 3
+    python pre_main.py [--experiment NAME] [--config_trainer KEY:VALUE ...]   -> prints e.g. 3
 
 Prints the count on stdout and exits 0 (the original returned it as the exit code,
 which breaks above 255). The whole grid is validated first, so a job array is never
@@ -18,13 +18,16 @@ from typing import Optional, Sequence
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="compositeSine")
+    parser.add_argument("--config_trainer", nargs="*", default=[], metavar="KEY:VALUE",
+                        help="Trainer settings as for main.py (validated with the grid)")
     args = parser.parse_args(argv)
     from core_code.util.config_extractions import ConfigError
     from experiments import make_manager
+    from main import UsageError, parse_trainer_args
 
     try:
-        size = len(make_manager(args.experiment).validate())
-    except (ValueError, ConfigError) as err:
+        size = len(make_manager(args.experiment, parse_trainer_args(args.config_trainer)).validate())
+    except (ValueError, ConfigError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(size)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 from core_code.util.config_extractions import ConfigError, check_config, complete_config
-from core_code.util.default_config import (
-    init_config_trainer,
-    init_config_training,
-)
+from core_code.util.default_config import init_config_data, init_config_training
 from experiments import grid
-from experiments.run_state import GridChangedError, RunDir, jsonable, point_id, write_json
+from experiments.provenance import provenance
+from experiments.run_state import GridChangedError, RunDir, count_statuses, jsonable, point_id, write_json
 
 # The grid's dicts, in grid order (see experiments.grid), as error messages name them.
 DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "configs_custom")
@@ -80,19 +78,38 @@ class BasicManager:
         """Config keys that take more than one value in the grid."""
         return grid.varying_keys(*self._dicts(), names=DICT_NAMES)
 
-    def point_config(self, point: dict) -> dict:
-        """The resolved config of one grid point (what its id and config.json describe)."""
+    def resolve(self, point: dict) -> dict:
+        """The complete configuration of one grid point, resolved once.
+
+        ``{'experiment', 'data', 'architecture', 'training', 'custom'}``: every default
+        filled, the architecture's d_in/d_out taken from the data and its parametrization
+        preset expanded. Every component receives these dicts; the grid point's id, its
+        ``config.json`` and its W&B config are computed from them.
+        """
+        data_cfg = init_config_data(**point["data"])
+        data = self.make_data(data_cfg)
+        arch = dict(point["architecture"])
+        arch.setdefault("d_in", data.d_in)
+        arch.setdefault("d_out", data.d_out)
+        from core_code.create_model import resolve_architecture
+
         return {
             "experiment": self.experiment,
-            "data": point["data"],
-            "architecture": point["architecture"],
+            "data": data_cfg,
+            "architecture": resolve_architecture(**arch),
             "training": init_config_training(**point["training"]),
             "custom": complete_config(point["custom"], self.CUSTOM_DEFAULTS, "custom config"),
         }
 
+    def trainer_config(self) -> dict:
+        """The Trainer settings of every grid point (defaults filled; not part of the ids)."""
+        from core_code.util.trainer_config import init_config_trainer
+
+        return init_config_trainer(**self.configs_trainer)
+
     # ------------------------------------------------------------ validation
-    def validate_point(self, point: dict) -> None:
-        """Raise a ConfigError if one grid point cannot run. Builds the model on the meta device."""
+    def validate_point(self, cfg: dict) -> None:
+        """Raise a ConfigError if a resolved grid point cannot run. Builds the model on the meta device."""
         import torch
 
         from core_code.lightning_multitask import LightningMultitask
@@ -100,7 +117,6 @@ class BasicManager:
         from core_code.util.criteria import criterion_dims
         from core_code.util.lightning import DataModule
 
-        cfg = self.point_config(point)
         data = self.make_data(cfg["data"])
         for key in ("d_in", "d_out"):
             arch_value = cfg["architecture"].get(key)
@@ -122,25 +138,28 @@ class BasicManager:
         DataModule(data, **cfg["training"])  # checks the loader settings (draws no data)
         check_config(**cfg["custom"])
 
-    def validate(self, indices: Optional[Iterable[int]] = None) -> list[dict]:
-        """Validate the grid points (0-based ``indices``; all by default), all at once.
+    def validate(self) -> list[dict]:
+        """Resolve and validate every grid point, all at once.
 
-        Returns the grid; raises GridError listing every problem of every point.
+        Returns the resolved configurations (grid order); raises GridError listing every
+        problem of every point.
         """
         try:
             points = self.grid()
-            init_config_trainer(**self.configs_trainer)
+            self.trainer_config()
         except ConfigError as err:
             raise GridError(str(err)) from None
-        problems = []
-        for i in range(len(points)) if indices is None else indices:
+        problems, resolved = [], []
+        for i, point in enumerate(points):
             try:
-                self.validate_point(points[i])
+                cfg = self.resolve(point)
+                self.validate_point(cfg)
+                resolved.append(cfg)
             except (ConfigError, ValueError, TypeError) as err:
                 problems.append(f"config {i + 1}: {err}")
         if problems:
             raise GridError(f"{len(problems)} of {len(points)} grid points are invalid:\n  " + "\n  ".join(problems))
-        return points
+        return resolved
 
     # ------------------------------------------------------------------ hooks
     def make_data(self, config_data: dict):
@@ -158,14 +177,21 @@ class BasicManager:
         cfg.setdefault("d_out", data.d_out)
         return create_model(**cfg)
 
+    def logging_callback_class(self) -> type:
+        """The experiment's LoggingCallback class (a subclass of ``experiments.logging.LoggingCallback``)."""
+        from experiments.logging import LoggingCallback
+
+        return LoggingCallback
+
     def make_callbacks(self, cfg: dict, run_dir: Path) -> list:
-        """Callbacks of a grid point's training (logging + checkpoints by default)."""
+        """Callbacks of a grid point's training (logging + checkpoints by default).
+
+        The logging callback is found by type, so an override may add callbacks in any order.
+        """
         from pytorch_lightning.callbacks import ModelCheckpoint
 
-        from experiments.compositeSine.logging_callback import LoggingCallback
-
         return [
-            LoggingCallback(run_dir, logging_epoch_interval=cfg["custom"]["logging_epoch_interval"]),
+            self.logging_callback_class()(run_dir, logging_epoch_interval=cfg["custom"]["logging_epoch_interval"]),
             # save_top_k=1 (the newest epoch): with 0, Lightning 2.x writes last.ckpt only at the end.
             ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1,
                             every_n_epochs=cfg["custom"]["checkpoint_every_n_epochs"],
@@ -179,23 +205,23 @@ class BasicManager:
         Validates every point first. Finished points are skipped, unfinished ones resume
         from their checkpoint; one failing point never stops the others.
         """
-        points = self.validate()
+        configs = self.validate()
         if ind_configs is None:
-            indices = list(range(len(points)))
+            indices = list(range(len(configs)))
         else:
             indices = [ind_configs] if isinstance(ind_configs, int) else list(ind_configs)
-            bad = [i for i in indices if not 0 <= i < len(points)]
+            bad = [i for i in indices if not 0 <= i < len(configs)]
             if bad:
-                raise GridError(f"grid point indices {bad} out of range: the grid has {len(points)} points "
-                                f"(0-based 0..{len(points) - 1})")
+                raise GridError(f"grid point indices {bad} out of range: the grid has {len(configs)} points "
+                                f"(0-based 0..{len(configs) - 1})")
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
-        run_dir.ensure_manifest(self.experiment, [self.point_config(p) for p in points])
+        run_dir.ensure_manifest(self.experiment, configs)
         results = {}
         for i in indices:
-            results[i + 1] = self.run_point(run_dir, i, points[i])
+            results[i + 1] = self.run_point(run_dir, i, configs[i])
         return results
 
-    def run_point(self, run_dir: RunDir, i: int, point: dict) -> str:
+    def run_point(self, run_dir: RunDir, i: int, cfg: dict) -> str:
         """Run grid point ``i`` (0-based) unless done; record its status and any traceback."""
         index = i + 1
         status = run_dir.status(index)
@@ -203,7 +229,7 @@ class BasicManager:
             print(f"[{run_dir.tag}] config {index}: already {status}, skipped")
             return "skipped"
         try:
-            status = self._train_point(run_dir, index, point)
+            status = self._train_point(run_dir, index, cfg)
         except KeyboardInterrupt:
             run_dir.write_summary(index, status="failed", error="interrupted")
             raise
@@ -216,17 +242,20 @@ class BasicManager:
             status = "failed"
         return status
 
-    def _train_point(self, run_dir: RunDir, index: int, point: dict) -> str:
+    def _train_point(self, run_dir: RunDir, index: int, cfg: dict) -> str:
         import pytorch_lightning as pl
 
         from core_code.lightning_multitask import LightningMultitask
         from core_code.util.lightning import DataModule
-        from experiments.compositeSine.logging_callback import finish_wandb, make_wandb_logger
+        from experiments.logging import LoggingCallback, finish_wandb, make_wandb_logger
 
-        cfg = self.point_config(point)
         pdir = run_dir.point_dir(index)
         pdir.mkdir(parents=True, exist_ok=True)
-        write_json(pdir / "config.json", {**cfg, "trainer": init_config_trainer(**self.configs_trainer)})
+        trainer_cfg = self.trainer_config()
+        # What ran: the resolved configuration, the Trainer settings and the provenance.
+        run_config = {**cfg, "trainer": trainer_cfg, "id": point_id(cfg), "tag": run_dir.tag, "index": index,
+                      "provenance": provenance()}
+        write_json(pdir / "config.json", run_config)
         ckpt = run_dir.resume_checkpoint(index)
         ckpt = self._readable_checkpoint(ckpt)
         run_dir.write_summary(index, status="running", id=point_id(cfg), resumed_from=str(ckpt) if ckpt else None)
@@ -236,6 +265,7 @@ class BasicManager:
         models = self.make_model(cfg["architecture"], data)
         data_module = DataModule(data, **cfg["training"])
         module = LightningMultitask(models, **cfg["training"])
+        module.save_hyperparameters(jsonable(run_config), logger=False)  # into every checkpoint
         callbacks = self.make_callbacks(cfg, pdir)
         arch = cfg["architecture"].get("architecture_key", "model")
         logger = make_wandb_logger(
@@ -244,24 +274,24 @@ class BasicManager:
             run_id=f"{run_dir.tag}-{point_id(cfg)}".replace(".", "-"),
             group=str(arch),
             tags=[self.experiment, run_dir.tag, str(arch)],
-            config={**jsonable(cfg), "tag": run_dir.tag, "index": index},
+            config=run_config,
             save_dir=str(self.runs_dir.parent),  # W&B files in wandb/ beside runs/
             mode=self.wandb_mode,
         )
         try:
-            trainer_cfg = {"default_root_dir": str(pdir), **self.configs_trainer}
-            trainer = module.fit(data_module, logger=logger, callbacks=callbacks, ckpt_path=ckpt, **trainer_cfg)
+            trainer = module.fit(data_module, logger=logger, callbacks=callbacks, ckpt_path=ckpt,
+                                 **{"default_root_dir": str(pdir), **trainer_cfg})
             if sum(data.n_samples("test").values()) > 0:
                 trainer.test(module, datamodule=data_module, verbose=False)
         finally:
             finish_wandb()
-        log_cb = callbacks[0]
-        diverged = getattr(log_cb, "diverged", None)
+        log_cb = next((cb for cb in callbacks if isinstance(cb, LoggingCallback)), None)
+        diverged = log_cb.diverged if log_cb is not None else None
         status = "diverged" if diverged else "done"
         if trainer.interrupted and not diverged:
             status = "failed"
         run_dir.write_summary(index, status=status, epochs=trainer.current_epoch,
-                              final=log_cb.final_metrics(), diverged=diverged)
+                              final=log_cb.final_metrics() if log_cb is not None else {}, diverged=diverged)
         print(f"[{run_dir.tag}] config {index}: {status} after {trainer.current_epoch} epochs -> {pdir}")
         return status
 
@@ -293,10 +323,8 @@ class BasicManager:
         for index, pid, status in rows:
             epochs = run_dir.summary(index).get("epochs", "")
             lines.append(f"{index:>5}  {pid:<10}  {status:<8}  {epochs}")
-        counts = {}
-        for _, _, s in rows:
-            counts[s] = counts.get(s, 0) + 1
-        lines.append("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        counts = count_statuses(s for _, _, s in rows)
+        lines.append("  ".join(f"{k}: {v}" for k, v in counts.items()))
         return "\n".join(lines)
 
     def missing(self, experimentbatch_name: str) -> list[int]:
@@ -305,10 +333,10 @@ class BasicManager:
         Raises GridChangedError when the TAG holds another grid than this experiment's.
         """
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
-        points = self.validate()
+        configs = self.validate()
         if run_dir.manifest() is None:
-            return list(range(1, len(points) + 1))
-        run_dir.ensure_manifest(self.experiment, [self.point_config(p) for p in points])
+            return list(range(1, len(configs) + 1))
+        run_dir.ensure_manifest(self.experiment, configs)
         return [i for i, _, s in run_dir.statuses() if s not in FINISHED]
 
 

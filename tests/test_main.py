@@ -10,7 +10,7 @@ import pytest
 
 import main as main_mod
 import pre_main
-from experiments import load_experiment
+from experiments import EXPERIMENTS, load_experiment
 from experiments.run_state import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,9 @@ def test_pre_main_prints_grid_size(capsys):
 def test_pre_main_unknown_experiment(capsys):
     assert pre_main.main(["--experiment", "nope"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown experiment 'nope'; known experiments: compositeSine" in err
+    known = ", ".join(sorted(EXPERIMENTS))
+    assert err.count("\n") == 1 and f"unknown experiment 'nope'; known experiments: {known}" in err
+    assert "tinyTest" in known
 
 
 def test_pre_main_subprocess_stdout_is_only_the_count():
@@ -76,7 +78,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, args, msg):
 
 def test_unknown_experiment_exit_2(capsys):
     assert main_mod.main(["--experiment", "nope", "--list"]) == 2
-    assert "known experiments: compositeSine, tinyTest" in capsys.readouterr().err
+    assert f"known experiments: {', '.join(sorted(EXPERIMENTS))}" in capsys.readouterr().err
 
 
 def test_bad_steps_per_chunk_is_reported_before_training(tmp_path):
@@ -114,6 +116,20 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
                                       "validation/loss_task_0", "validation/loss_task_1"}
     config = json.loads((point / "config.json").read_text())
     assert config["architecture"]["width"] == 16 and config["trainer"]["max_epochs"] == 2
+    # the resolved configuration: preset expanded, defaults filled, plus provenance
+    assert config["architecture"]["list_a"] == [-0.5, 0, 0.5] and config["architecture"]["c"] == 0
+    assert config["architecture"]["bias_tune"] == 1.0 and config["data"]["data_generators_val"] == "equi"
+    assert config["data"]["x_min_test"] == -1 and config["training"]["shuffle"] is True
+    assert config["custom"]["workers"] is True and config["id"] == summary["id"]
+    prov = config["provenance"]
+    assert set(prov) == {"git_commit", "git_dirty", "versions", "command", "host"}
+    assert set(prov["versions"]) == {"python", "torch", "pytorch_lightning", "wandb", "numpy"}
+    assert len(prov["git_commit"]) == 40 and isinstance(prov["git_dirty"], bool)
+    import torch
+
+    ckpt = torch.load(point / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    assert hp["architecture"] == config["architecture"] and hp["provenance"]["host"] == prov["host"]
     rows = list(csv.DictReader((point / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1"]
     pngs = sorted(p.name for p in (point / "plots").glob("*.png"))
@@ -260,6 +276,32 @@ def test_run_killed_mid_training_resumes_from_its_last_epoch_checkpoint(tmp_path
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
 
 
+def test_a_changed_default_changes_the_ids_and_a_rerun_is_refused(tmp_path, capsys, monkeypatch):
+    """Ids hash the resolved configuration: a default changed in code is a changed grid."""
+    from core_code.util import default_config
+
+    manager_cls, configs = load_experiment("tinyTest")
+
+    def ids():
+        m = manager_cls(configs.configs_data, configs.configs_architecture, configs.configs_training,
+                        configs.configs_trainer, configs.configs_custom, runs_dir=tmp_path / "runs")
+        from experiments.run_state import point_id
+
+        return [point_id(c) for c in m.validate()]
+
+    before = ids()
+    from experiments.run_state import RunDir as _RunDir
+
+    _RunDir(tmp_path / "runs", "T").ensure_manifest("tinyTest", manager_cls(
+        configs.configs_data, configs.configs_architecture, configs.configs_training,
+        configs.configs_trainer, configs.configs_custom).validate())
+    monkeypatch.setitem(default_config.DATA_DEFAULTS, "x_min_test", -3)  # tinyTest leaves it at the default
+    after = ids()
+    assert len(set(before)) == 3 and not set(before) & set(after)
+    assert run_main(tmp_path, "--experimentbatch_name", "T") == 2
+    assert "the grid now differs" in capsys.readouterr().err
+
+
 def test_missing_refuses_a_changed_grid(tmp_path, capsys, monkeypatch):
     from experiments.run_state import write_json
 
@@ -292,3 +334,25 @@ def test_end_to_end_two_epochs_with_wandb_offline(tmp_path, monkeypatch):
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and offline[0].name.endswith(f"W-{summary['id']}")
     assert list((tmp_path / "runs" / "W" / "config1" / "plots").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_logging_callback_is_found_by_type_not_position(tmp_path):
+    """A make_callbacks override that puts another callback first still records the final losses."""
+    import pytorch_lightning as pl
+
+    manager_cls, configs = load_experiment("tinyTest")
+
+    class First(pl.Callback):
+        pass
+
+    class Manager(manager_cls):
+        def make_callbacks(self, cfg, run_dir):
+            return [First(), *super().make_callbacks(cfg, run_dir)]
+
+    m = Manager(configs.configs_data, configs.configs_architecture, configs.configs_training,
+                dict(configs.configs_trainer, max_epochs=1), configs.configs_custom, runs_dir=tmp_path,
+                wandb_mode="disabled")
+    assert m.run("T", [0]) == {1: "done"}
+    summary = RunDir(tmp_path, "T").summary(1)
+    assert summary["final"]["epoch"] == 0 and "validation/loss_task_1" in summary["final"]
