@@ -8,42 +8,28 @@
 #   --no-checkpoints  skip *.ckpt files (they can be large)
 #   --dry-run         print the commands, run nothing
 # Safe to repeat (only what changed is copied), also while the jobs still run.
-# Exit codes: 0 ok, 1 rsync failed, 2 bad input (TAG, settings, no runs/TAG on the cluster),
-# 3 host unreachable.
+# Needs: bash >= 4.4, ssh and rsync (here and on the cluster).
+# Exit codes: 0 ok, 1 rsync failed, 2 bad input (TAG, settings, no runs/TAG on the cluster,
+# a missing tool), 3 host unreachable.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$REPO/bash_files/lib.sh"
 
-usage() { sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }   # the header above
-TAG='' DRY_RUN=0 NO_CKPT=0 SETTINGS_ARG='' have_tag=0
-while (($#)); do
-  case $1 in
-    --dry-run) DRY_RUN=1 ;;
-    --no-checkpoints) NO_CKPT=1 ;;
-    --settings) (($# >= 2)) || mtl_die 2 "--settings needs a FILE"; SETTINGS_ARG=$2; shift ;;
-    --settings=*) SETTINGS_ARG=${1#*=} ;;
-    -h | --help) usage; exit 0 ;;
-    -*) usage >&2; mtl_die 2 "unknown option ${1@Q}" ;;
-    *) ((have_tag == 0)) || mtl_die 2 "one TAG only (got ${TAG@Q} and ${1@Q})"; TAG=$1 have_tag=1 ;;
-  esac
-  shift
-done
-mtl_validate_tag "$TAG"
+declare -A MTL_FLAGS=([--dry-run]=DRY_RUN [--no-checkpoints]=NO_CKPT)
+declare -A MTL_OPTIONS=(['--settings FILE']=SETTINGS_ARG)
+mtl_parse_args "$@"
 mtl_load_settings "$(mtl_settings_path "$REPO" "$SETTINGS_ARG")" 1
 mtl_validate_remote_settings "$TAG"
+if ((DRY_RUN)); then mtl_require_tools warn ssh rsync; else mtl_require_tools die ssh rsync; fi
 
-SSH=(ssh -o ConnectTimeout=10 -o BatchMode=yes "${SSH_OPTS[@]}")
-RSYNC_RSH=$(for w in "${SSH[@]}"; do [[ $w == *[[:space:]]* ]] && printf "'%s' " "$w" || printf '%s ' "$w"; done)
-RSYNC_RSH=${RSYNC_RSH% }
-DIR_EXPR=$(mtl_remote_path_expr "${REMOTE_DIR%/}")
-DIR_RSYNC=$(mtl_rsync_remote_path "$REMOTE_DIR")
-RSYNC=(rsync -az -e "$RSYNC_RSH")
+mtl_ssh_setup
+RSYNC=(rsync -az -e "$MTL_RSYNC_RSH")
 ((NO_CKPT)) && RSYNC+=("--exclude=*.ckpt")
 # which of runs/TAG and wandb exist on the cluster (rsync fails on a missing source)
-CMD_CHECK=("${SSH[@]}" "$SSH_HOST" "cd $DIR_EXPR && for d in $(mtl_quote "runs/$TAG") wandb; do if test -d \"\$d\"; then echo \"\$d\"; fi; done")
-CMD_RUNS=("${RSYNC[@]}" "$SSH_HOST:$DIR_RSYNC/runs/$TAG/" "$REPO/runs/$TAG/")
-CMD_WANDB=("${RSYNC[@]}" "$SSH_HOST:$DIR_RSYNC/wandb/" "$REPO/wandb/")
+CMD_CHECK=("${MTL_SSH[@]}" "$SSH_HOST" "cd $MTL_DIR_EXPR && for d in $(mtl_quote "runs/$TAG") wandb; do if test -d \"\$d\"; then echo \"\$d\"; fi; done")
+CMD_RUNS=("${RSYNC[@]}" "$SSH_HOST:$MTL_DIR_RSYNC/runs/$TAG/" "$REPO/runs/$TAG/")
+CMD_WANDB=("${RSYNC[@]}" "$SSH_HOST:$MTL_DIR_RSYNC/wandb/" "$REPO/wandb/")
 
 if ((DRY_RUN)); then
   echo "# fetch_results.sh --dry-run: nothing was run."

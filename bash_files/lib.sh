@@ -3,13 +3,32 @@
 #
 # Sourced by those scripts (locally). On the cluster, run_remote.sh runs one function of
 # it through ssh, in the synced copy of the repository:
-#   bash bash_files/lib.sh remote_prepare SCHEDULER VENV PYTHON EXPERIMENT TAG [MODULE...]
+#   bash bash_files/lib.sh remote_prepare SCHEDULER VENV PYTHON EXPERIMENT TAG [MODULE...] [-- TRAINER_ARG...]
 #
 # Exit codes used by all scripts:
 #   0 ok   1 unexpected failure (a remote command, sbatch/bsub)   2 bad input (usage, TAG,
 #   settings, experiment, zero grid points, TAG used with another grid, jobs of TAG still
-#   queued)   3 host unreachable
+#   queued, a missing tool)   3 host unreachable
+#
+# Why bash and not Python: everything up to the first submission (settings, job script,
+# --dry-run) runs on the user's machine, which needs nothing but bash, ssh and rsync; and
+# remote_prepare runs on the cluster before the venv (the first Python with the project's
+# requirements) exists.
 set -euo pipefail
+
+# ------------------------------------------------------------------------ requirements
+# Checked first, in syntax that old bash (3.2, macOS's /bin/bash) still runs, before the
+# rest of this file (declare -A, ${x@Q}) needs bash 4.4.
+# mtl_require_bash [MAJOR MINOR]: exit 2 unless that version (default: this bash) is >= 4.4
+mtl_require_bash() {
+  local major=${1:-${BASH_VERSINFO[0]}} minor=${2:-${BASH_VERSINFO[1]}}
+  if [ "$major" -lt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -lt 4 ]; }; then
+    printf 'error: bash 4.4 or newer is needed on %s (this is bash %s.%s): install it (macOS: brew install bash; then run the script with that bash, e.g. /opt/homebrew/bin/bash %s)\n' \
+      "$(uname -n)" "$major" "$minor" "$0" >&2
+    exit 2
+  fi
+}
+mtl_require_bash
 
 # --------------------------------------------------------------------------- the mapping
 # The ONE place that maps portable names to each scheduler's names. The job-script
@@ -36,7 +55,7 @@ MTL_SETTING_KEYS=(
 )
 
 # Exclusions of the code sync (rsync): environments, outputs, caches, VCS data.
-# shellcheck disable=SC2034  # used by run_remote.sh
+# shellcheck disable=SC2034  # read by run_remote.sh (which sources this file)
 MTL_RSYNC_EXCLUDES=(
   .git/ .venv/ venv/ /runs/ /wandb/ /lightning_logs/ __pycache__/ '*.pyc' .pytest_cache/
   .ruff_cache/ .mypy_cache/ '*.egg-info/' .ipynb_checkpoints/ 'slurm-*.out' 'lsf-*.out'
@@ -50,6 +69,65 @@ mtl_die() {  # mtl_die EXIT_CODE MESSAGE...
   exit "$code"
 }
 mtl_info() { printf '%s\n' "$*" >&2; }
+
+# What to install when a tool is missing (Debian/Ubuntu, Fedora/RHEL, macOS).
+declare -gA MTL_TOOL_HINT=(
+  [rsync]='apt-get install rsync / dnf install rsync / brew install rsync'
+  [ssh]='the OpenSSH client: apt-get install openssh-client / dnf install openssh-clients (macOS has it)'
+)
+# mtl_require_tools MODE TOOL...: each TOOL must be on PATH. MODE die: exit 2 naming what to
+# install; MODE warn: say so on stderr and go on (--dry-run runs neither ssh nor rsync).
+mtl_require_tools() {
+  local mode=$1 t; shift
+  for t; do
+    command -v "$t" >/dev/null 2>&1 && continue
+    if [[ $mode == die ]]; then
+      mtl_die 2 "$t not found on PATH: install it (${MTL_TOOL_HINT[$t]:-$t})"
+    fi
+    printf 'warning: %s not found on PATH: the real run needs it, install it (%s)\n' "$t" "${MTL_TOOL_HINT[$t]:-$t}" >&2
+  done
+}
+
+# ------------------------------------------------------------------------ command line
+# mtl_usage: the header comment of the running script (its usage text) on stdout
+mtl_usage() { sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[-1]}"; }
+
+# mtl_parse_args ARG...: the command line of run_remote.sh and fetch_results.sh: one TAG
+# (validated), -h/--help (usage, exit 0) and the script's options, declared before the
+# call as MTL_FLAGS=([--flag]=VAR ...) (sets VAR=1, default 0) and
+# MTL_OPTIONS=(['--opt VALUE']=VAR ...) (--opt V or --opt=V sets VAR=V, default '').
+# Sets TAG. Exit 2 (one line) for an unknown option, a missing value, a second TAG.
+mtl_parse_args() {
+  local a k name have_tag=0 allowed=()
+  for k in "${!MTL_FLAGS[@]}"; do printf -v "${MTL_FLAGS[$k]}" 0; allowed+=("$k"); done
+  for k in "${!MTL_OPTIONS[@]}"; do printf -v "${MTL_OPTIONS[$k]}" ''; allowed+=("$k"); done
+  TAG=''
+  while (($#)); do
+    a=$1 name=''
+    for k in "${!MTL_OPTIONS[@]}"; do [[ $a == "${k%% *}" || $a == "${k%% *}"=* ]] && name=$k; done
+    if [[ -n $a && -n ${MTL_FLAGS[$a]-} ]]; then
+      printf -v "${MTL_FLAGS[$a]}" 1
+    elif [[ -n $name && $a == *=* ]]; then
+      printf -v "${MTL_OPTIONS[$name]}" '%s' "${a#*=}"
+    elif [[ -n $name ]]; then
+      (($# >= 2)) || mtl_die 2 "${a} needs a value: ${name}"
+      printf -v "${MTL_OPTIONS[$name]}" '%s' "$2"
+      shift
+    elif [[ $a == -h || $a == --help ]]; then
+      mtl_usage
+      exit 0
+    elif [[ $a == -* ]]; then
+      mtl_die 2 "unknown option ${a@Q}; the options are: $(printf '%s\n' "${allowed[@]}" | sort | paste -sd, - | sed 's/,/, /g'), -h/--help"
+    elif ((have_tag)); then
+      mtl_die 2 "one TAG only (got ${TAG@Q} and ${a@Q}); a TAG has no spaces"
+    else
+      TAG=$a have_tag=1
+      [[ -n $TAG ]] || mtl_validate_tag ''
+    fi
+    shift
+  done
+  mtl_validate_tag "$TAG"
+}
 
 # ------------------------------------------------------------------------------ quoting
 # mtl_quote WORD...: the words as one shell-safe command line (words made only of safe
@@ -68,13 +146,18 @@ mtl_quote() {
 }
 
 # ---------------------------------------------------------------------------------- TAG
-mtl_validate_tag() {  # mtl_validate_tag TAG: exit 2 unless TAG is a safe folder/job name
-  local tag=${1-}
+# THE TAG rule (main.py applies the same; README "Cluster runs"): a TAG names runs/TAG/ and
+# the job, so it is one path component of letters, digits, '.', '_' and '-', not starting
+# with '.' or '-' (so never '.' or '..'), at most 100 characters.
+MTL_TAG_RE='^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$'
+MTL_TAG_RULE="letters, digits, '.', '_' and '-', not starting with '.' or '-', at most 100 characters"
+mtl_validate_tag() {  # mtl_validate_tag TAG: exit 2 unless TAG follows the TAG rule
+  local tag=${1-} LC_ALL=C   # C: the ranges are ASCII letters in every locale
   if [[ -z $tag ]]; then
-    mtl_die 2 "missing TAG: give the name of this batch of runs, e.g. 'sweep1' (allowed: letters, digits, '.', '_', '-')"
+    mtl_die 2 "missing TAG: give the name of this batch of runs, e.g. 'sweep1' ($MTL_TAG_RULE)"
   fi
-  if [[ ! $tag =~ ^[A-Za-z0-9._-]+$ || $tag == .* || $tag == -* ]]; then
-    mtl_die 2 "invalid TAG ${tag@Q}: use only letters, digits, '.', '_' and '-' (no spaces or shell characters), not starting with '.' or '-'"
+  if [[ ! $tag =~ $MTL_TAG_RE ]]; then
+    mtl_die 2 "invalid TAG ${tag@Q}: a TAG is one folder name of $MTL_TAG_RULE"
   fi
 }
 
@@ -113,10 +196,15 @@ mtl_load_settings() {
     # shellcheck disable=SC1090  # the user's settings file
     source "$file" || mtl_die 2 "settings file '$file' failed to load (see the message above)"
     after=$(compgen -v)
-    # New UPPERCASE variables must be known settings (lowercase helpers are allowed).
+    # New UPPERCASE variables must be known settings; a name that differs from one only in
+    # case is a misspelling (other lowercase names are the user's helpers).
     while read -r name; do
+      for known in "${MTL_SETTING_KEYS[@]}"; do
+        [[ $name == "$known" ]] && continue 2
+        [[ ${name^^} == "$known" ]] \
+          && mtl_die 2 "setting '$name' in '$file' is spelled $known (setting names are upper case)"
+      done
       [[ $name =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
-      for known in "${MTL_SETTING_KEYS[@]}"; do [[ $name == "$known" ]] && continue 2; done
       mtl_die 2 "unknown setting '$name' in '$file'; the known settings are: ${MTL_SETTING_KEYS[*]}"
     done < <(comm -13 <(sort <<<"$before") <(sort <<<"$after"))
   fi
@@ -137,6 +225,22 @@ mtl_validate_common_settings() {
     '' | online | offline | disabled) ;;
     *) mtl_die 2 "WANDB=${WANDB@Q} in $f: use online, offline, disabled or leave it empty (main.py's default)" ;;
   esac
+}
+
+# mtl_validate_remote_dir FILE: REMOTE_DIR (already of allowed characters) must name a
+# folder of its own: not / or the remote home (~, ., ~/.), no '//' and no '..' component.
+# (run_remote.sh's first ssh step checks the resolved folder on the cluster too.)
+mtl_validate_remote_dir() {
+  local f=$1 d=$REMOTE_DIR part parts=() kept=0
+  local why="use a folder of its own (e.g. multi_task_learning or /scratch/USER/mtl)"
+  [[ $d != *//* ]] || mtl_die 2 "REMOTE_DIR=${d@Q} in $f: no '//' in the path; $why"
+  d=${d#\~}
+  IFS=/ read -r -a parts <<<"$d"
+  for part in "${parts[@]}"; do
+    [[ $part != .. ]] || mtl_die 2 "REMOTE_DIR=${REMOTE_DIR@Q} in $f: no parent reference '..' in the path; $why"
+    [[ -z $part || $part == . ]] || kept=$((kept + 1))
+  done
+  ((kept)) || mtl_die 2 "REMOTE_DIR=${REMOTE_DIR@Q} in $f is / or the home folder; $why"
 }
 
 # trainer_arg_value KEY: the value of KEY in TRAINER_ARGS (last one wins), empty if unset
@@ -164,15 +268,13 @@ mtl_validate_remote_settings() {
   [[ -n $REMOTE_DIR ]] || mtl_die 2 "REMOTE_DIR is empty in $f: set the folder on the cluster that receives the code"
   for x in REMOTE_DIR REMOTE_VENV; do
     v=${!x}
-    [[ -z $v || $v =~ ^(~/)?[A-Za-z0-9_.+/-]+$ ]] \
+    [[ -z $v || $v =~ ^(~(/[A-Za-z0-9_.+/-]*)?|[A-Za-z0-9_.+/-]+)$ ]] \
       || mtl_die 2 "$x=${v@Q} in $f: use an absolute path or one relative to the remote home (letters, digits, '._+-/')"
   done
-  case ${REMOTE_DIR%/} in
-    '' | \~ | . | \~/.) mtl_die 2 "REMOTE_DIR=${REMOTE_DIR@Q} in $f: use a folder of its own, not / or the home folder" ;;
-  esac
+  mtl_validate_remote_dir "$f"
   [[ $PYTHON =~ ^[A-Za-z0-9_.+/-]+$ ]] || mtl_die 2 "PYTHON=${PYTHON@Q} in $f: give a command or path, e.g. python3"
   for x in "${MODULE_LOADS[@]}"; do
-    [[ $x =~ ^[A-Za-z0-9_.+/-]+$ ]] || mtl_die 2 "MODULE_LOADS entry ${x@Q} in $f: one module name per entry, e.g. (gcc/8.2.0 python/3.10)"
+    [[ $x =~ ^[A-Za-z0-9_.+][A-Za-z0-9_.+/-]*$ ]] || mtl_die 2 "MODULE_LOADS entry ${x@Q} in $f: one module name per entry, e.g. (gcc/8.2.0 python/3.10)"
   done
   [[ $TIME =~ ^([0-9]+-)?[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]$ ]] \
     || mtl_die 2 "TIME=${TIME@Q} in $f: use HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00"
@@ -210,7 +312,7 @@ mtl_validate_remote_settings() {
   fi
 }
 
-# mtl_local_python REPO: the python used locally (run_local.sh, dry runs):
+# mtl_local_python REPO: the python run_local.sh runs main.py with:
 # $MTL_PYTHON, else REPO/.venv/bin/python, else python3.
 mtl_local_python() {
   if [[ -n ${MTL_PYTHON-} ]]; then printf '%s\n' "$MTL_PYTHON"
@@ -218,6 +320,29 @@ mtl_local_python() {
   else printf '%s\n' python3
   fi
 }
+
+# mtl_project_python REPO: a local python that can run the project, for run_remote.sh's
+# checks before anything is submitted: $MTL_PYTHON (must be a command), else
+# REPO/.venv/bin/python; prints nothing when there is none (no python3 guess: a system
+# python without the requirements cannot run pre_main.py).
+mtl_project_python() {
+  if [[ -n ${MTL_PYTHON-} ]]; then
+    command -v "$MTL_PYTHON" >/dev/null 2>&1 \
+      || mtl_die 2 "MTL_PYTHON=${MTL_PYTHON@Q} is not an executable: give the python of the project's venv, e.g. .venv/bin/python, or unset it"
+    printf '%s\n' "$MTL_PYTHON"
+  elif [[ -x $1/.venv/bin/python ]]; then
+    printf '%s\n' "$1/.venv/bin/python"
+  fi
+}
+
+# mtl_pre_main_args: pre_main.py's arguments for the settings -> array MTL_PRE_MAIN_ARGS
+# (it validates the grid and TRAINER_ARGS and prints the grid size)
+mtl_pre_main_args() {
+  MTL_PRE_MAIN_ARGS=(--experiment "$EXPERIMENT")
+  if ((${#TRAINER_ARGS[@]})); then MTL_PRE_MAIN_ARGS+=(--config_trainer "${TRAINER_ARGS[@]}"); fi
+}
+# mtl_grid_size OUTPUT: the grid size pre_main.py printed (its last non-empty line)
+mtl_grid_size() { printf '%s\n' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1 | tr -d '[:space:]'; }
 
 # mtl_main_extra_args: the main.py arguments that come from the settings -> array MTL_MAIN_EXTRA
 mtl_main_extra_args() {
@@ -248,6 +373,22 @@ mtl_remote_python_expr() {
 }
 # mtl_rsync_remote_path PATH: PATH as rsync's HOST:PATH part (relative = remote home).
 mtl_rsync_remote_path() { local p=${1%/}; printf '%s' "${p#\~/}"; }
+
+# mtl_ssh_setup: the ssh/rsync set-up of run_remote.sh and fetch_results.sh, from the
+# settings: MTL_SSH (the ssh command words), MTL_RSYNC_RSH (the same for rsync -e),
+# MTL_DIR_EXPR (REMOTE_DIR for the remote shell), MTL_DIR_RSYNC (for rsync's HOST:PATH).
+# shellcheck disable=SC2034  # the MTL_* set here are read by run_remote.sh and fetch_results.sh
+mtl_ssh_setup() {
+  local w
+  MTL_SSH=(ssh -o ConnectTimeout=10 -o BatchMode=yes "${SSH_OPTS[@]}")
+  MTL_RSYNC_RSH=''
+  for w in "${MTL_SSH[@]}"; do   # SSH_OPTS have no quotes (validated): '...' is safe here
+    if [[ $w == *[[:space:]]* ]]; then MTL_RSYNC_RSH+="'$w' "; else MTL_RSYNC_RSH+="$w "; fi
+  done
+  MTL_RSYNC_RSH=${MTL_RSYNC_RSH% }
+  MTL_DIR_EXPR=$(mtl_remote_path_expr "${REMOTE_DIR%/}")
+  MTL_DIR_RSYNC=$(mtl_rsync_remote_path "$REMOTE_DIR")
+}
 
 # ------------------------------------------------------------------------ index lists
 # mtl_index_ranges "1,2,3,5,7,8" -> "1-3,5,7-8" (sorted, unique); the array spec of sbatch/bsub
@@ -315,7 +456,7 @@ mtl_job_script() {
   local modules=''
   if ((${#MODULE_LOADS[@]})); then
     modules="# Modules (settings MODULE_LOADS); 'module' may need the login profile in batch jobs.
-# shellcheck disable=SC1091
+# shellcheck disable=SC1091  # /etc/profile is the cluster's own file, not one to check here
 type module >/dev/null 2>&1 || source /etc/profile
 module load $(mtl_quote "${MODULE_LOADS[@]}") || { echo 'error: module load failed' >&2; exit 1; }"
   fi
@@ -334,14 +475,19 @@ module load $(mtl_quote "${MODULE_LOADS[@]}") || { echo 'error: module load fail
 }
 
 # ------------------------------------------------------------- remote side (on cluster)
-# remote_prepare SCHEDULER VENV PYTHON EXPERIMENT TAG [MODULE...]    (VENV '-': the managed REMOTE_DIR/.venv)
-# Runs in REMOTE_DIR on the cluster. Refuses while jobs of TAG are still queued or running
-# (a resubmission would run their grid points twice), makes sure the venv exists and
-# matches requirements.txt, asks pre_main.py for the grid size, and checks TAG against runs/TAG.
+# remote_prepare SCHEDULER VENV PYTHON EXPERIMENT TAG [MODULE...] [-- TRAINER_ARG...]
+# (VENV '-': the managed REMOTE_DIR/.venv). Runs in REMOTE_DIR on the cluster. Refuses
+# while jobs of TAG are still queued or running (a resubmission would run their grid
+# points twice), makes sure the venv exists and matches requirements.txt, has pre_main.py
+# validate the grid and the trainer arguments and give the grid size, and checks TAG
+# against runs/TAG.
 # stdout: 'grid_size=N', 'tag_state=new|existing', 'missing=LIST' (with existing state).
 remote_prepare() {
   local scheduler=$1 venv=$2 python=$3 experiment=$4 tag=$5; shift 5
-  local managed=0 py stamp want have n out rc queued
+  local managed=0 py stamp want have n out rc queued modules=() pre_main=(--experiment "$experiment")
+  while (($#)) && [[ $1 != -- ]]; do modules+=("$1"); shift; done
+  if (($# > 1)); then shift; pre_main+=(--config_trainer "$@"); fi
+  set -- "${modules[@]}"
   queued=$(remote_queued_jobs "$scheduler" "$tag")
   if [[ -n $queued ]]; then
     mtl_die 2 "jobs of $tag are still queued or running on $(hostname): $(tr '\n' ' ' <<<"$queued")
@@ -372,9 +518,9 @@ Submitting again would run their grid points twice. Wait until they end (or canc
   else
     [[ -x $py ]] || mtl_die 2 "REMOTE_VENV: '$py' does not exist on $(hostname) (it must be an existing venv; leave REMOTE_VENV empty to let the scripts create one)"
   fi
-  out=$("$py" pre_main.py --experiment "$experiment") && rc=0 || rc=$?
+  out=$("$py" pre_main.py "${pre_main[@]}") && rc=0 || rc=$?
   ((rc == 0)) || mtl_die 2 "pre_main.py --experiment $experiment failed on $(hostname) (exit $rc; message above)"
-  n=$(printf '%s\n' "$out" | sed '/^[[:space:]]*$/d' | tail -n 1 | tr -d '[:space:]')
+  n=$(mtl_grid_size "$out")
   [[ $n =~ ^[0-9]+$ ]] || mtl_die 1 "pre_main.py printed ${out@Q}, not a number of grid points"
   printf 'grid_size=%s\n' "$n"
   if remote_tag_has_state "$tag"; then
@@ -406,6 +552,6 @@ remote_tag_has_state() { [[ -f runs/$1/manifest.json ]]; }
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   case ${1-} in
     remote_prepare) shift; remote_prepare "$@" ;;
-    *) mtl_die 2 "usage: bash bash_files/lib.sh remote_prepare SCHEDULER VENV PYTHON EXPERIMENT TAG [MODULE...]" ;;
+    *) mtl_die 2 "usage: bash bash_files/lib.sh remote_prepare SCHEDULER VENV PYTHON EXPERIMENT TAG [MODULE...] [-- TRAINER_ARG...]" ;;
   esac
 fi

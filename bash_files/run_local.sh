@@ -18,7 +18,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$REPO/bash_files/lib.sh"
 
 case ${1-} in
-  -h | --help) sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -h | --help) mtl_usage; exit 0 ;;
 esac
 (($#)) || mtl_validate_tag ''
 TAG=$1; shift

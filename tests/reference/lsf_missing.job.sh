@@ -32,7 +32,7 @@ export PYTHONUNBUFFERED=1
 RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer max_epochs:3 accelerator:cpu)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 requeue=0
-# shellcheck disable=SC2317  # called by the trap
+# shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)
 on_usr1() {   # LSF signals every process of the job itself: only remember it here
   echo "[$(date '+%F %T')] job $JOB_ID: SIGUSR1 (run limit or preemption): requeueing this element when the run stops"
   requeue=1

@@ -21,7 +21,7 @@
 # checkpoint and requeues ONLY this element (scontrol requeue <array job id>_<index>),
 # which later runs this script again and main.py resumes from the checkpoint.
 # Modules (settings MODULE_LOADS); 'module' may need the login profile in batch jobs.
-# shellcheck disable=SC1091
+# shellcheck disable=SC1091  # /etc/profile is the cluster's own file, not one to check here
 type module >/dev/null 2>&1 || source /etc/profile
 module load stack/2024-06 python/3.11.6 || { echo 'error: module load failed' >&2; exit 1; }
 set -euo pipefail
@@ -39,7 +39,7 @@ export PYTHONUNBUFFERED=1
 RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer max_epochs:100 max_time:00:08:00:00 --wandb offline)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 child=''
-# shellcheck disable=SC2317  # called by the trap
+# shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)
 on_usr1() {
   echo "[$(date '+%F %T')] job $JOB_ID: SIGUSR1 (time limit or preemption): passing it on to the run"
   if [[ -n $child ]]; then kill -USR1 "$child" 2>/dev/null || true; fi

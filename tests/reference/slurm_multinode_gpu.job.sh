@@ -34,7 +34,7 @@ export PYTHONUNBUFFERED=1
 RUN=(srun --kill-on-bad-exit=1 --cpus-per-task=2 /cluster/venvs/mtl/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer accelerator:gpu devices:2 num_nodes:2 strategy:ddp)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 child=''
-# shellcheck disable=SC2317  # called by the trap
+# shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)
 on_usr1() {
   echo "[$(date '+%F %T')] job $JOB_ID: SIGUSR1 (time limit or preemption): passing it on to the run"
   if [[ -n $child ]]; then kill -USR1 "$child" 2>/dev/null || true; fi
