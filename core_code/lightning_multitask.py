@@ -27,6 +27,19 @@ Speed (the per-step cost must stay near a hand-written loop's):
   it stops at ``max_steps`` exactly. Its outputs summarize the chunk: ``losses`` the
   row-weighted mean of each task's loss, ``n`` the rows, ``preds`` the concatenated
   predictions, ``loss`` the mean aggregate, ``steps`` the batches it trained on.
+
+DDP (K processes): each rank holds a share of every global batch (``TaskBatch.
+global_rows``, see ``core_code.util.batching``) and the ranks' gradients are averaged
+(by DDP, or by hand for per-task optimizers). Each rank's per-task mean enters its
+objective weighted by ``rows_on_rank * K / global_rows`` (so the average over ranks is
+the global per-task mean, however unevenly the rows split), a task of the global batch
+that a rank has no rows of enters as an exact zero, and regularization is added with
+weight 1 on every rank for every task of the global batch (identical on all ranks, so
+the average keeps it once). K processes thus train the 1-process objective for any
+aggregator linear in the task losses (``sum``, ``mean``). The step outputs stay per
+rank: ``losses`` the plain per-task means over the rank's rows, ``n`` its row counts;
+``loss`` is the rank's weighted objective (its average over ranks is the global one).
+With one process nothing of this runs (``global_rows`` is None).
 """
 
 from __future__ import annotations
@@ -282,7 +295,34 @@ class LightningMultitask(pl.LightningModule):
         """One optimizer step (one per optimizer) on ``batch``: (losses, preds, blocks, detached loss)."""
         preds, blocks = self.predict_tasks(batch)
         losses = self.task_losses(batch, preds, blocks)
-        return losses, preds, blocks, self._optimize(losses, steps).detach()
+        global_rows = getattr(batch, "global_rows", None)
+        objective = losses if global_rows is None else self._rank_share(losses, blocks, global_rows)
+        return losses, preds, blocks, self._optimize(objective, steps).detach()
+
+    def _rank_share(self, losses: dict[int, torch.Tensor], blocks: dict[int, tuple[int, int]],
+                    global_rows: Mapping[int, int]) -> dict[int, torch.Tensor]:
+        """This DDP rank's task losses, weighted so their average over ranks is the global batch's.
+
+        ``losses[t]`` is the mean over this rank's n_t rows of task t; the global batch
+        has N_t. Weighted by n_t * world / N_t, the ranks' average is the mean over all
+        N_t rows. A task of the global batch without rows here enters as an exact zero
+        that reaches the task model's parameters (so every task is regularized, every
+        aggregate has the same tasks, and DDP gets a gradient for every parameter).
+        """
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        out: dict[int, torch.Tensor] = {}
+        for t, n_global in global_rows.items():
+            if t in losses:
+                a, b = blocks[t]
+                weight = (b - a) * world / n_global
+                out[t] = losses[t] if weight == 1.0 else losses[t] * weight
+            else:
+                params = [p for p in self.task_model(t).parameters() if p.requires_grad]
+                out[t] = torch.stack([p.sum() for p in params]).sum() * 0.0
+        for t in losses:  # not in global_rows (a batch that does not describe itself fully)
+            out.setdefault(t, losses[t])
+        return out
 
     def _train_chunk(self, chunk: ChunkBatch, steps: "_StepMachinery") -> dict:
         """The chunk's batches one optimizer step each, stopping at ``max_steps``; a summary."""
@@ -303,8 +343,9 @@ class LightningMultitask(pl.LightningModule):
         # optimizers retain the graph: detach right away.
         detach_now = self.per_task_optimizers
         x, y = chunk["x"], chunk["y"]
+        shares = chunk.global_rows  # None with one process
         records = []
-        for a, b, blocks in chunk.steps:
+        for i, (a, b, blocks) in enumerate(chunk.steps):
             if remaining is not None:
                 if remaining <= 0:
                     break
@@ -313,10 +354,14 @@ class LightningMultitask(pl.LightningModule):
                 preds = self._predict(x[a:b], blocks)
                 losses = self._losses(y[a:b], preds, blocks)
             else:
-                batch = TaskBatch({k: v[a:b] for k, v in chunk.items()}, blocks=blocks)
+                batch = TaskBatch({k: v[a:b] for k, v in chunk.items()}, blocks=blocks,
+                                  global_rows=None if shares is None else shares[i])
                 preds, _ = self.predict_tasks(batch)
                 losses = self.task_losses(batch, preds, blocks)
-            total = self._optimize(losses, steps)
+            if shares is None or shares[i] is None:
+                total = self._optimize(losses, steps)
+            else:
+                total = self._optimize(self._rank_share(losses, blocks, shares[i]), steps)
             if detach_now:
                 losses = {t: v.detach() for t, v in losses.items()}
                 preds = {t: v.detach() for t, v in preds.items()}

@@ -12,6 +12,14 @@ The built-in loaders yield ``TaskBatch`` dicts: plain dicts of the three tensors
 also carry their task blocks (``batch.blocks``), so the training step never searches
 for them. ``ChunkLoader`` groups K consecutive batches into one ``ChunkBatch`` (see
 ``DataModule(steps_per_chunk=K)``): one Lightning step then runs K optimizer steps.
+
+DDP (``world_size > 1``): every rank cuts the same GLOBAL batch and keeps its share of
+each task's rows (``tensor_split``: shares may differ by one row, or be empty). The
+shares then carry ``global_rows``, ``{task: rows of the global batch}`` of every task in
+the global batch, so the training step can weight its per-task mean by
+``rows_on_rank * world_size / global_rows`` (the ranks' gradient average is then the
+gradient of the global per-task mean) and count tasks this rank has no rows of. With
+one process ``global_rows`` is None: the batch is the global batch.
 """
 
 from __future__ import annotations
@@ -46,11 +54,17 @@ class TaskBatch(dict):
     the loaders yield TaskBatches so that nobody has to search for the blocks per step.
     The blocks describe the tensors given at construction: replace ``task_activity``
     and you get a stale ``blocks`` (build a new TaskBatch instead).
+
+    ``global_rows``: None when the batch is a whole global batch (one process); a DDP
+    rank's share of a global batch has ``{task: rows of the global batch}`` of every
+    task of the global batch, including tasks this share has no rows of.
     """
 
-    def __init__(self, *args, blocks: Optional[dict[int, tuple[int, int]]] = None, **kwargs):
+    def __init__(self, *args, blocks: Optional[dict[int, tuple[int, int]]] = None,
+                 global_rows: Optional[dict[int, int]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._blocks = blocks
+        self.global_rows = global_rows
 
     @property
     def blocks(self) -> dict[int, tuple[int, int]]:
@@ -61,7 +75,7 @@ class TaskBatch(dict):
     def to(self, device, non_blocking: bool = True) -> "TaskBatch":
         """This batch on ``device`` (itself when every tensor is there already)."""
         moved = _move(self, device, non_blocking)
-        return self if moved is None else TaskBatch(moved, blocks=self._blocks)
+        return self if moved is None else TaskBatch(moved, blocks=self._blocks, global_rows=self.global_rows)
 
 
 class ChunkBatch(dict):
@@ -71,20 +85,27 @@ class ChunkBatch(dict):
     ``steps`` is ``[(start, stop, blocks), ...]``: the rows of each step and that step's
     task blocks (relative to ``start``). ``step_batches()`` yields the K TaskBatches
     (views, no copies). A task's rows are contiguous inside each step, not across the chunk.
+    ``global_rows``: None (one process), or each step's ``TaskBatch.global_rows``.
     """
 
-    def __init__(self, *args, steps: Optional[list] = None, **kwargs):
+    def __init__(self, *args, steps: Optional[list] = None, global_rows: Optional[list] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.steps: list[tuple[int, int, dict[int, tuple[int, int]]]] = list(steps or [])
+        self.global_rows: Optional[list[Optional[dict[int, int]]]] = global_rows
+
+    def step_global_rows(self, i: int) -> Optional[dict[int, int]]:
+        """Step ``i``'s ``global_rows`` (None with one process)."""
+        return None if self.global_rows is None else self.global_rows[i]
 
     def step_batches(self) -> Iterator[TaskBatch]:
-        for a, b, blocks in self.steps:
-            yield TaskBatch({k: v[a:b] for k, v in self.items()}, blocks=blocks)
+        for i, (a, b, blocks) in enumerate(self.steps):
+            yield TaskBatch({k: v[a:b] for k, v in self.items()}, blocks=blocks,
+                            global_rows=self.step_global_rows(i))
 
     def to(self, device, non_blocking: bool = True) -> "ChunkBatch":
         """This chunk on ``device`` (itself when every tensor is there already)."""
         moved = _move(self, device, non_blocking)
-        return self if moved is None else ChunkBatch(moved, steps=self.steps)
+        return self if moved is None else ChunkBatch(moved, steps=self.steps, global_rows=self.global_rows)
 
 
 def _move(batch: dict, device, non_blocking: bool) -> Optional[dict]:
@@ -171,11 +192,17 @@ class _EpochLoader:
         return {k: v.index_select(0, idx) for k, v in self.data.items()}
 
     def _take(self, parts: list[torch.Tensor], tasks: Optional[list[int]] = None) -> TaskBatch:
-        """The rows ``parts`` (one index block per task, in task order) as a TaskBatch."""
+        """The rows ``parts`` (one index block per task, in task order) as a TaskBatch.
+
+        Under DDP this rank's share of them, with ``global_rows`` when ``tasks`` is given.
+        """
+        global_rows = None
+        if self.world_size > 1 and tasks is not None:
+            global_rows = {int(t): len(p) for t, p in zip(tasks, parts) if len(p)}
         parts = self._shard(parts)
         idx = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
         blocks = _blocks_of(list(zip(tasks, (len(p) for p in parts)))) if tasks is not None else None
-        return TaskBatch(self._gather(idx), blocks=blocks)
+        return TaskBatch(self._gather(idx), blocks=blocks, global_rows=global_rows)
 
     def __iter__(self) -> Iterator[TaskBatch]:
         # A generator: the epoch is read at the first batch, not at iter(). Lightning
@@ -211,6 +238,9 @@ class DeterministicLoader(_EpochLoader):
             cols = torch.tensor_split(torch.arange(size), self.world_size)[self.rank] if size else torch.arange(0)
             self._columns.append((int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0))
         self.batch_blocks = _blocks_of([(t, hi - lo) for t, (lo, hi) in zip(self.task_batch_sizes, self._columns)])
+        # Every batch is a share of a global batch of task_batch_sizes rows (DDP only).
+        self.global_rows = ({t: s for t, s in self.task_batch_sizes.items() if s > 0}
+                            if self.world_size > 1 else None)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -234,7 +264,7 @@ class DeterministicLoader(_EpochLoader):
     def _batches(self, epoch: int) -> Iterator[TaskBatch]:
         index = self.epoch_index(epoch)
         for k in range(self.num_batches):
-            yield TaskBatch(self._gather(index[k]), blocks=self.batch_blocks)
+            yield TaskBatch(self._gather(index[k]), blocks=self.batch_blocks, global_rows=self.global_rows)
 
     def chunks(self, steps: int) -> Iterator["ChunkBatch"]:
         """The next epoch's batches, ``steps`` at a time, each chunk gathered at once."""
@@ -245,7 +275,8 @@ class DeterministicLoader(_EpochLoader):
         for k in range(0, self.num_batches, steps):
             part = index[k:k + steps]
             chunk_steps = [(i * rows, (i + 1) * rows, self.batch_blocks) for i in range(len(part))]
-            yield ChunkBatch(self._gather(part.reshape(-1)), steps=chunk_steps)
+            global_rows = None if self.global_rows is None else [self.global_rows] * len(part)
+            yield ChunkBatch(self._gather(part.reshape(-1)), steps=chunk_steps, global_rows=global_rows)
 
 
 class StochasticLoader(_EpochLoader):
@@ -345,7 +376,10 @@ def _concat(batches: list[dict]) -> ChunkBatch:
         steps.append((a, a + n, batch_blocks(batch)))
         a += n
     keys = list(batches[0])
-    return ChunkBatch({k: torch.cat([b[k] for b in batches]) for k in keys}, steps=steps)
+    global_rows = [getattr(b, "global_rows", None) for b in batches]
+    if all(g is None for g in global_rows):
+        global_rows = None
+    return ChunkBatch({k: torch.cat([b[k] for b in batches]) for k in keys}, steps=steps, global_rows=global_rows)
 
 
 def _deterministic(data: Batch, config: Mapping, seed: int, **kw) -> DeterministicLoader:
