@@ -5,6 +5,7 @@
   progress bar, model summary or sanity validation; one CPU device).
 - ``tiny_model()``: the small shared MLP (1 -> 8 -> 2, Tanh) the training tests use.
 - ``RowRecorder``: a callback recording, per training batch, the row ids of each task.
+- ``StepRowRecorder``: the same per optimizer step, also inside ``ChunkBatch``es.
 - ``assert_same_weights(a, b)``: two modules' parameters are bit-identical.
 
 Shared pytest fixtures live in ``tests/conftest.py``.
@@ -73,6 +74,19 @@ class RowRecorder(pl.Callback):
         for r, t in zip(rows, tasks):
             per_task.setdefault(int(t), []).append(r)
         self.steps.append(per_task)
+
+
+class StepRowRecorder(RowRecorder):
+    """``RowRecorder`` per optimizer step: a ``ChunkBatch`` adds one entry per step it holds.
+
+    Assumes every step of a chunk is trained (no ``max_steps`` cut inside a chunk).
+    """
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        from core_code.util.batching import ChunkBatch
+
+        for step in (batch.step_batches() if isinstance(batch, ChunkBatch) else [batch]):
+            super().on_train_batch_start(trainer, pl_module, step, batch_idx)
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
