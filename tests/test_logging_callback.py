@@ -91,7 +91,8 @@ def test_epoch_loss_is_data_weighted_and_logged(tmp_path):
     for k, v in expected.items():
         assert trainer.progress_bar_metrics[k] == pytest.approx(v, rel=1e-5)
         assert trainer.callback_metrics[k].item() == pytest.approx(v, rel=1e-5)
-    assert cb.final_metrics() == cb.history[-1] and cb.diverged is None
+    assert cb.final_metrics() == {**cb.history[-1], **cb.baselines} and cb.diverged is None
+    assert sorted(cb.baselines) == ["baseline/validation_loss_task_0", "baseline/validation_loss_task_1"]
 
     header, rows = _csv_rows(tmp_path / "metrics.csv")
     assert header == ["epoch", "train/loss_task_0", "train/loss_task_1",
@@ -310,6 +311,17 @@ def test_metric_names():
     assert (metrics.final_column(3), metrics.best_column(3)) == ("final_val_loss_task_3", "best_val_loss_task_3")
     assert metrics.final_column_task("final_val_loss_task_3") == 3
     assert metrics.final_column_task("best_val_loss_task_3") is None
+    assert metrics.in_domain_metric_name("val", 1) == "validation/loss_in_domain_task_1"
+    assert metrics.in_domain_metric_task("validation/loss_in_domain_task_4", "val") == 4
+    assert metrics.in_domain_metric_task("validation/loss_task_4", "val") is None
+    assert (metrics.baseline_name(2), metrics.baseline_name(2, in_domain=True)) == (
+        "baseline/validation_loss_task_2", "baseline/validation_loss_in_domain_task_2")
+    assert (metrics.final_in_domain_column(1), metrics.best_in_domain_column(1)) == (
+        "final_val_loss_in_domain_task_1", "best_val_loss_in_domain_task_1")
+    assert (metrics.baseline_column(0), metrics.baseline_column(0, True)) == (
+        "baseline_val_loss_task_0", "baseline_val_loss_in_domain_task_0")
+    assert (metrics.ratio_column(0), metrics.ratio_column(0, True)) == (
+        "final_over_baseline_task_0", "final_over_baseline_in_domain_task_0")
 
 
 def test_package_exports_and_experiment_callbacks():
@@ -337,3 +349,95 @@ def test_wandb_modes_import_without_lightning_wandb_or_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------ in-domain loss and baselines
+class BoxedSineData(SineData):
+    """SineData with CreateData's ``task_configs``: task 0 trains on [-1, 0], task 1 on [-1, 1]."""
+
+    def __init__(self, n_train, n_val=None, boxes=None):
+        super().__init__(n_train, n_val)
+        boxes = boxes or {0: (-1, 0), 1: (-1, 1)}
+        self.task_configs = {t: {"x_min_train": lo, "x_max_train": hi} for t, (lo, hi) in boxes.items()}
+
+
+def test_in_domain_loss_and_baselines_are_exact(tmp_path):
+    # lr 0: the model stays fixed, so every epoch's loss is the criterion over the rows.
+    # Validation in chunks of 3 over 9 + 9 rows: task 0's in-domain rows x <= 0 span two chunks.
+    data = BoxedSineData({0: 6, 1: 8}, n_val={0: 9, 1: 9})
+    model = _linear()
+    lm = LightningMultitask(model, update_rule="SGD", learning_rate=0.0, regularization_alpha=0, batch_size=4)
+    dm = DataModule(data, eval_chunk_size=3, batch_size=4)
+    cb = LoggingCallback(tmp_path, plot=False)
+    lm.fit(dm, callbacks=[cb], max_epochs=2, **QUIET)
+
+    mse = torch.nn.functional.mse_loss
+    train, val = data.create_data("train"), data.create_data("val")
+    expected = {}
+    with torch.no_grad():
+        for t in (0, 1):
+            m = val["task_activity"] == t
+            inside = m & (val["x"][:, 0] <= (0 if t == 0 else 1))
+            expected[f"validation/loss_in_domain_task_{t}"] = mse(model(val["x"][inside]), val["y"][inside]).item()
+            mean = train["y"][train["task_activity"] == t].double().mean(0, keepdim=True)
+            for name, rows in ((f"baseline/validation_loss_task_{t}", m),
+                               (f"baseline/validation_loss_in_domain_task_{t}", inside)):
+                y = val["y"][rows].double()
+                expected[name] = mse(mean.expand_as(y), y).item()
+    assert int((val["x"][val["task_activity"] == 0, 0] <= 0).sum()) == 5  # x = -1, -0.75, ..., 0
+    for row in cb.history:
+        for t in (0, 1):
+            name = f"validation/loss_in_domain_task_{t}"
+            assert row[name] == pytest.approx(expected[name], rel=1e-6)
+    # task 1's box holds all its rows: the in-domain loss is the full loss
+    assert cb.history[-1]["validation/loss_in_domain_task_1"] == pytest.approx(
+        cb.history[-1]["validation/loss_task_1"], rel=1e-6)
+    baselines = {k: v for k, v in expected.items() if k.startswith("baseline/")}
+    assert cb.baselines == pytest.approx(baselines, rel=1e-9)
+    assert json.loads((tmp_path / "baselines.json").read_text()) == pytest.approx(baselines, rel=1e-9)
+    assert {k: cb.final_metrics()[k] for k in baselines} == pytest.approx(baselines, rel=1e-9)
+    header, _ = _csv_rows(tmp_path / "metrics.csv")
+    assert header == ["epoch", "train/loss_task_0", "train/loss_task_1", "validation/loss_in_domain_task_0",
+                      "validation/loss_in_domain_task_1", "validation/loss_task_0", "validation/loss_task_1"]
+    # the in-domain rows are found once per fit: one cached entry per (batch, task)
+    # (6 chunks of 3 rows, each inside one task's block), reused by the second epoch
+    assert len(cb._in_rows) == 6
+    assert [len(cb._in_rows[("val", 0, k, 0, 0, 3)]) for k in range(3)] == [3, 2, 0]
+
+
+def test_no_training_box_no_in_domain_metric_but_baselines(tmp_path):
+    lm = LightningMultitask(_linear(), learning_rate=0.0, batch_size=4)
+    cb = LoggingCallback(tmp_path, plot=False)
+    lm.fit(DataModule(SineData({0: 4, 1: 4}), batch_size=4), callbacks=[cb], max_epochs=1, **QUIET)
+    assert not any("in_domain" in k for k in cb.history[0])
+    assert sorted(cb.baselines) == ["baseline/validation_loss_task_0", "baseline/validation_loss_task_1"]
+
+
+def test_training_box_per_dim_lists_and_scalars():
+    from experiments.logging.callback import in_box, training_box
+
+    class D:
+        d_in = 2
+        task_configs = {0: {"x_min_train": -1, "x_max_train": [0, 2]}, 1: {"x_min_train": 0}}
+
+    assert training_box(D, 0) == ([-1.0, -1.0], [0.0, 2.0])
+    assert training_box(D, 1) is None and training_box(D, 2) is None and training_box(object(), 0) is None
+    x = torch.tensor([[-1.0, 2.0], [0.0, 2.5], [-0.5, -1.0], [0.1, 0.0]])
+    assert in_box(x, training_box(D, 0)).tolist() == [True, False, True, False]
+
+
+def test_in_domain_test_split(tmp_path):
+    data = BoxedSineData({0: 4, 1: 4}, boxes={0: (-1, -0.5), 1: (0.5, 1)})
+    data.n["test"] = {0: 5, 1: 5}
+    model = _linear()
+    lm = LightningMultitask(model, learning_rate=0.0, batch_size=4)
+    dm = DataModule(data, batch_size=4)
+    cb = LoggingCallback(tmp_path, plot=False)
+    trainer = lm.fit(dm, callbacks=[cb], max_epochs=1, **QUIET)
+    trainer.test(lm, datamodule=dm, verbose=False)
+    test = data.create_data("test")
+    with torch.no_grad():
+        rows = (test["task_activity"] == 1) & (test["x"][:, 0] >= 0.5)  # x = 0.5, 1
+        expected = torch.nn.functional.mse_loss(model(test["x"][rows]), test["y"][rows]).item()
+    assert int(rows.sum()) == 2
+    assert cb.test_metrics["test/loss_in_domain_task_1"] == pytest.approx(expected, rel=1e-6)

@@ -10,6 +10,20 @@ appended to ``out_dir/metrics.csv`` (``experiments.logging.metrics``). Every
 ``wandb.Image``, under ``plots/task_<t>_dim_<d>``. A non-finite epoch loss stops
 training and names the task and epoch (``diverged``).
 
+Next to ``validation/loss_task_<t>`` (all validation rows of task t) it logs
+``validation/loss_in_domain_task_<t>`` (and ``test/...``): the same criterion,
+``pl_module.criterion(t)``, over the rows whose x lie inside the task's training box
+``[x_min_train, x_max_train]`` in every input dim (from ``trainer.datamodule.data
+.task_configs[t]``; a data object without them gets no in-domain metric), weighted by
+rows and reduced over ranks as the other epoch losses. The rows are found once per fit.
+
+Once per fit (at the start of training) it computes each task's baseline: the
+validation loss of the best constant predictor, the mean of the task's training
+targets (per output), under the task's criterion: ``baseline/validation_loss_task_<t>``
+and ``baseline/validation_loss_in_domain_task_<t>``. They are sent to the loggers once,
+kept in ``baselines``, written to ``out_dir/baselines.json`` and included in
+``final_metrics()``.
+
 To log another per-epoch metric: subclass and override ``extra_metrics(trainer,
 pl_module, split)`` to return ``{'<prefix>/<name>': float}`` (prefix ``train``,
 ``validation`` or ``test``); it then reaches the progress bar, the loggers, ``history``
@@ -18,6 +32,7 @@ and the CSV (a new column rewrites the CSV with the wider header).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -27,9 +42,20 @@ from typing import Any, Optional, Union
 import pytorch_lightning as pl
 import torch
 
+from core_code.util.batching import batch_blocks
 from core_code.util.lightning_compat import batches_that_stepped
 from experiments.logging import plots, wandb_session
-from experiments.logging.metrics import CSV_NAME, SPLIT_PREFIX, SPLITS, MetricsCSV, metric_name
+from experiments.logging.metrics import (
+    BASELINES_NAME,
+    CSV_NAME,
+    SPLIT_PREFIX,
+    SPLITS,
+    MetricsCSV,
+    baseline_name,
+    in_domain_metric_name,
+    metric_name,
+)
+from experiments.run_state import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +121,66 @@ class _EpochLoss:
         return {t: v for t, v, c in zip(tasks, values, counts) if c > 0}
 
 
+Box = tuple[list[float], list[float]]
+
+#: Splits that get an in-domain loss (training rows are in their task's box by definition).
+IN_DOMAIN_SPLITS = ("val", "test")
+
+
+def training_box(data: Any, task: int) -> Optional[Box]:
+    """``(lows, highs)`` per input dim of ``task``'s training inputs; None if the data has no such config.
+
+    Read from ``data.task_configs[task]['x_min_train' | 'x_max_train']`` (a number for
+    every dim, or a list with one per dim).
+    """
+    cfg = (getattr(data, "task_configs", None) or {}).get(task)
+    if not isinstance(cfg, Mapping) or "x_min_train" not in cfg or "x_max_train" not in cfg:
+        return None
+    d_in = int(getattr(data, "d_in", 1) or 1)
+
+    def per_dim(value: Any) -> Optional[list[float]]:
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * d_in
+        try:
+            return [float(v) for v in values] if len(values) == d_in else None
+        except (TypeError, ValueError):
+            return None
+
+    lo, hi = per_dim(cfg["x_min_train"]), per_dim(cfg["x_max_train"])
+    return (lo, hi) if lo is not None and hi is not None else None
+
+
+def in_box(x: torch.Tensor, box: Box) -> torch.Tensor:
+    """Boolean mask of the rows of ``x`` (n, d_in) with ``lo <= x <= hi`` in every dim."""
+    lo = torch.tensor(box[0], dtype=x.dtype, device=x.device)
+    hi = torch.tensor(box[1], dtype=x.dtype, device=x.device)
+    return ((x >= lo) & (x <= hi)).all(dim=1)
+
+
+def baseline_losses(train: Mapping[str, torch.Tensor], val: Mapping[str, torch.Tensor],
+                    criterion: Any, boxes: Mapping[int, Box]) -> dict[str, float]:
+    """Validation losses of each task's constant predictor, the mean of its training targets.
+
+    ``train``/``val``: split tensors ``{'x', 'y', 'task_activity'}``; ``criterion(t)`` the
+    task's criterion. Returns ``baseline_name(t)`` for every task with training and
+    validation rows, and ``baseline_name(t, in_domain=True)`` where ``boxes`` has the
+    task and some validation rows lie in it.
+    """
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for t in sorted(set(train["task_activity"].tolist()) & set(val["task_activity"].tolist())):
+            y_train = train["y"][train["task_activity"] == t].double()
+            rows = val["task_activity"] == t
+            y_val, x_val = val["y"][rows].double(), val["x"][rows]
+            const = y_train.mean(dim=0, keepdim=True).to(y_val.dtype)
+            out[baseline_name(t)] = float(criterion(t)(const.expand_as(y_val), y_val))
+            if t in boxes:
+                inside = in_box(x_val, boxes[t])
+                if bool(inside.any()):
+                    y_in = y_val[inside]
+                    out[baseline_name(t, in_domain=True)] = float(criterion(t)(const.expand_as(y_in), y_in))
+    return out
+
+
 class LoggingCallback(pl.Callback):
     """Per-task epoch losses, metrics CSV, fit plots and divergence stop (module docstring).
 
@@ -102,6 +188,7 @@ class LoggingCallback(pl.Callback):
         history: one dict per finished training epoch: ``epoch`` and every metric.
         diverged: None, or ``{'task', 'epoch', 'split'}`` of the first non-finite loss.
         test_metrics: ``test/loss_task_<t>`` of the last ``trainer.test``.
+        baselines: ``baseline/validation_loss[_in_domain]_task_<t>`` of this fit.
     """
 
     def __init__(self, out_dir: Optional[PathLike], logging_epoch_interval: int = 50, plot: bool = True):
@@ -115,6 +202,10 @@ class LoggingCallback(pl.Callback):
         self.diverged: Optional[dict[str, Any]] = None
         self.test_metrics: dict[str, float] = {}
         self._acc = {split: _EpochLoss() for split in SPLITS}
+        self._in_acc = {split: _EpochLoss() for split in IN_DOMAIN_SPLITS}
+        self._boxes: Optional[dict[int, Box]] = None  # task -> training box, found once per fit
+        self._in_rows: dict[tuple, torch.Tensor] = {}  # (split, loader, batch, task, a, b) -> row indices
+        self.baselines: dict[str, float] = {}
         self._val_metrics: dict[str, float] = {}  # this epoch's validation losses
         self._csv = MetricsCSV(self.out_dir / CSV_NAME) if self.out_dir is not None else None
         self._plotted: set[int] = set()
@@ -133,9 +224,10 @@ class LoggingCallback(pl.Callback):
         return self.out_dir / plots.PLOT_DIR if self.out_dir is not None else None
 
     def final_metrics(self) -> dict[str, float]:
-        """The last finished epoch's metrics (with ``epoch``), plus any test losses."""
+        """The last finished epoch's metrics (with ``epoch``), plus any test losses and the baselines."""
         out = dict(self.history[-1]) if self.history else {}
         out.update(self.test_metrics)
+        out.update(self.baselines)
         return out
 
     # -------------------------------------------------------- checkpoint state
@@ -147,11 +239,15 @@ class LoggingCallback(pl.Callback):
         self.diverged = state_dict.get("diverged")
 
     # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._find_boxes(trainer)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Here, not in on_fit_start: the epoch counter of a resumed run is restored by now.
         self._restore(trainer)
-        for acc in self._acc.values():
+        for acc in (*self._acc.values(), *self._in_acc.values()):
             acc.reset()
+        self._log_baselines(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._acc["train"].reset()
@@ -166,11 +262,13 @@ class LoggingCallback(pl.Callback):
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._acc["val"].reset()
+        self._in_acc["val"].reset()
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not trainer.sanity_checking:
             self._acc["val"].add(outputs, batch)
+            self._add_in_domain(trainer, pl_module, "val", outputs, batch, (dataloader_idx, batch_idx))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -195,10 +293,12 @@ class LoggingCallback(pl.Callback):
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._acc["test"].reset()
+        self._in_acc["test"].reset()
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._acc["test"].add(outputs, batch)
+        self._add_in_domain(trainer, pl_module, "test", outputs, batch, (dataloader_idx, batch_idx))
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test_metrics = self._finish_split(trainer, pl_module, "test", check=False)
@@ -212,6 +312,11 @@ class LoggingCallback(pl.Callback):
                                           trainer.strategy, world)
         self._acc[split].reset()
         metrics = {metric_name(split, t): v for t, v in losses.items()}
+        if split in self._in_acc:
+            tasks = sorted(self._boxes or {})  # the same on every rank (from the data config)
+            in_domain = self._in_acc[split].compute(tasks, pl_module.device, trainer.strategy, world)
+            self._in_acc[split].reset()
+            metrics.update({in_domain_metric_name(split, t): v for t, v in in_domain.items()})
         metrics.update(self.extra_metrics(trainer, pl_module, split))
         if metrics:
             self._publish(trainer, pl_module, split, metrics, world)
@@ -246,6 +351,65 @@ class LoggingCallback(pl.Callback):
         floats named ``'<prefix>/<name>'`` with prefix ``SPLIT_PREFIX[split]``.
         """
         return {}
+
+    # ------------------------------------------------- in-domain and baselines
+    def _find_boxes(self, trainer: pl.Trainer) -> None:
+        """Each task's training box (once per fit); forget the cached in-domain rows."""
+        data = getattr(getattr(trainer, "datamodule", None), "data", None)
+        tasks = getattr(data, "all_tasks", None) or []
+        boxes = {int(t): box for t in tasks if (box := training_box(data, int(t))) is not None}
+        self._boxes = boxes
+        self._in_rows = {}
+
+    def _add_in_domain(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str, outputs: Any,
+                       batch: Any, key: tuple) -> None:
+        """Record the in-domain loss of every task of an evaluation batch (from the step's ``preds``)."""
+        if self._boxes is None:
+            self._find_boxes(trainer)  # trainer.test() without a fit
+        preds = outputs.get("preds") if isinstance(outputs, Mapping) else None
+        if not self._boxes or not isinstance(preds, Mapping) or not hasattr(pl_module, "criterion"):
+            return
+        losses: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        with torch.no_grad():
+            for t, (a, b) in batch_blocks(batch).items():
+                if t not in self._boxes or t not in preds:
+                    continue
+                rows_key = (split, *key, t, a, b)
+                rows = self._in_rows.get(rows_key)
+                if rows is None:  # first time this batch is seen in this fit
+                    rows = in_box(batch["x"][a:b], self._boxes[t]).nonzero().squeeze(1)
+                    self._in_rows[rows_key] = rows
+                if rows.numel() == 0:
+                    continue
+                losses[t] = pl_module.criterion(t)(preds[t].index_select(0, rows),
+                                                   batch["y"][a:b].index_select(0, rows))
+                counts[t] = rows.numel()
+        self._in_acc[split].add({"losses": losses, "n": counts}, batch)
+
+    def _log_baselines(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Compute each task's baseline (once per fit), log it once and write baselines.json."""
+        dm = getattr(trainer, "datamodule", None)
+        tensors = getattr(dm, "tensors", None) or {}
+        data = getattr(dm, "data", None)
+        if not hasattr(pl_module, "criterion"):
+            return
+        try:
+            train = tensors.get("train") or data.create_data("train")
+            val = tensors.get("val") or data.create_data("val")
+        except AttributeError:
+            return
+        if self._boxes is None:
+            self._find_boxes(trainer)
+        self.baselines = baseline_losses(train, val, pl_module.criterion, self._boxes or {})
+        if not self.baselines or not trainer.is_global_zero:
+            return
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out_dir / BASELINES_NAME, json.dumps(self.baselines, indent=1, sort_keys=True))
+        step = batches_that_stepped(trainer)
+        for lg in trainer.loggers:
+            lg.log_metrics(dict(self.baselines), step=step)
 
     @staticmethod
     def _tasks(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[int]:

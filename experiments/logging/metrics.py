@@ -5,6 +5,12 @@ Names: ``metric_name('train', 0) == 'train/loss_task_0'``, ``metric_name('val', 
 then the task); the grid summary's columns ``final_val_loss_task_<t>`` and
 ``best_val_loss_task_<t>`` come from ``final_column`` / ``best_column``.
 
+Beside them: ``in_domain_metric_name('val', 0) == 'validation/loss_in_domain_task_0'``
+(the loss over the rows whose x lie inside the task's training box) and, once per run,
+``baseline_name(0) == 'baseline/validation_loss_task_0'`` /
+``baseline_name(0, in_domain=True) == 'baseline/validation_loss_in_domain_task_0'``
+(the validation loss of the constant predictor "mean of the task's training targets").
+
 The CSV (``CSV_NAME`` in a grid point's folder) has an ``epoch`` column and one column
 per metric. ``MetricsCSV`` appends a row per epoch and rewrites the whole file
 (atomically) when a new column appears or a resumed run drops the epochs it redoes;
@@ -44,6 +50,28 @@ def metric_task(name: str, split: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def in_domain_metric_name(split: str, task: int) -> str:
+    """``'validation/loss_in_domain_task_0'``, ...: the loss over the task's in-domain rows."""
+    return f"{SPLIT_PREFIX[split]}/loss_in_domain_task_{task}"
+
+
+def in_domain_metric_task(name: str, split: str) -> Optional[int]:
+    """The task of an ``in_domain_metric_name(split, task)`` name; None for any other name."""
+    m = re.fullmatch(rf"{re.escape(SPLIT_PREFIX[split])}/loss_in_domain_task_(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+#: Prefix of the once-per-run baseline metrics.
+BASELINE_PREFIX = "baseline"
+#: File (in a grid point's folder) holding the baselines, written at the start of training.
+BASELINES_NAME = "baselines.json"
+
+
+def baseline_name(task: int, in_domain: bool = False) -> str:
+    """``'baseline/validation_loss_task_0'`` or ``'baseline/validation_loss_in_domain_task_0'``."""
+    return f"{BASELINE_PREFIX}/validation_loss{'_in_domain' if in_domain else ''}_task_{task}"
+
+
 def final_column(task: int) -> str:
     """Grid-summary column of a task's last validation loss."""
     return f"final_val_loss_task_{task}"
@@ -52,6 +80,26 @@ def final_column(task: int) -> str:
 def best_column(task: int) -> str:
     """Grid-summary column of a task's lowest finite validation loss."""
     return f"best_val_loss_task_{task}"
+
+
+def final_in_domain_column(task: int) -> str:
+    """Grid-summary column of a task's last in-domain validation loss."""
+    return f"final_val_loss_in_domain_task_{task}"
+
+
+def best_in_domain_column(task: int) -> str:
+    """Grid-summary column of a task's lowest finite in-domain validation loss."""
+    return f"best_val_loss_in_domain_task_{task}"
+
+
+def baseline_column(task: int, in_domain: bool = False) -> str:
+    """Grid-summary column of a task's baseline (mean-predictor) validation loss."""
+    return f"baseline_val_loss{'_in_domain' if in_domain else ''}_task_{task}"
+
+
+def ratio_column(task: int, in_domain: bool = False) -> str:
+    """Grid-summary column of final validation loss / baseline (< 1: better than the mean predictor)."""
+    return f"final_over_baseline{'_in_domain' if in_domain else ''}_task_{task}"
 
 
 def final_column_task(column: str) -> Optional[int]:
