@@ -40,7 +40,10 @@ def test_architecture_defaults_match_reference():
     assert (mlp["width"], mlp["depth"]) == (1024, 6)
     assert mlp["list_a"] == [-0.5, 0, 0, 0, 0, 0.5]
     assert mlp["list_b"] == [0.5] * 6
-    assert mlp["c"] == 0 and mlp["hidden_layer_activation"] == "ReLU"
+    # learning-rate exponents depend on the optimizer: left None here, resolved by make_optimizer
+    assert mlp["c"] is None and mlp["list_c"] is None and mlp["list_c_bias"] is None
+    assert mlp["list_a_bias"] == [-0.5] * 5 + [0] and mlp["list_b_bias"] == [0.5] * 5 + [0]
+    assert mlp["hidden_layer_activation"] == "ReLU"
     stack = init_config_Stack()
     assert {k: stack[k] for k in ("bottleneck_width", "variable_width", "depth", "skip_conn",
                                    "linear_skip_conn", "linear_skip_conn_width",
@@ -91,7 +94,7 @@ def test_architecture_accepts_keys_of_other_architectures_and_drops_them():
 def test_resolve_architecture_expands_the_preset_and_merges_equal_task_values():
     cfg = resolve_architecture(architecture_key="abcMLP", d_in=1, d_out=2, depth={"task_0": 2, "task_1": 3},
                                width=8, parametrization="NTK")
-    assert cfg["width"] == 8 and cfg["c"] == 0 and cfg["parametrization"] == "NTK"
+    assert cfg["width"] == 8 and cfg["c"] is None and cfg["parametrization"] == "NTK"
     assert cfg["depth"] == {"task_0": 2, "task_1": 3}
     assert cfg["list_a"] == {"task_0": [0, 0.5], "task_1": [0, 0.5, 0.5]}
     assert cfg["list_b"] == [0, 0] or cfg["list_b"] == {"task_0": [0, 0], "task_1": [0, 0, 0]}
@@ -111,9 +114,27 @@ def test_unknown_architecture_lists_known():
 ])
 def test_parametrization_preset_and_override(name, a, b):
     cfg = init_config_abcMLP(depth=3, parametrization=name)
-    assert (cfg["list_a"], cfg["list_b"], cfg["c"]) == (a, b, 0)
+    assert (cfg["list_a"], cfg["list_b"], cfg["c"], cfg["list_c"]) == (a, b, None, None)
+    assert (cfg["list_a_bias"], cfg["list_b_bias"]) == ([a[0], a[0], 0], [b[0], b[0], 0])
     cfg = init_config_abcMLP(depth=3, parametrization=name, list_a=[1, 2, 3])
-    assert cfg["list_a"] == [1, 2, 3] and cfg["list_b"] == b
+    assert cfg["list_a"] == [1, 2, 3] and cfg["list_b"] == b and cfg["list_a_bias"] == [1, 1, 0]
+
+
+def test_lr_exponents_pure_function_per_optimizer():
+    """lr_exponents(parametrization, update_rule, depth, list_c, list_c_bias, architecture_key): no torch."""
+    from core_code.model_lib.parametrizations import lr_exponents, lr_exponents_for
+
+    assert lr_exponents("muP", "Adam", 4) == {"list_c": [0.5, 1, 1, 0.5], "list_c_bias": [0.5, 0.5, 0.5, 0]}
+    assert lr_exponents("muP", "SGD", 4) == {"list_c": [0] * 4, "list_c_bias": [0] * 4}
+    assert lr_exponents("muP", "AdamW", 1) == {"list_c": [0.5], "list_c_bias": [0]}
+    assert lr_exponents("NTK", "Adam", 3, list_c=0) == {"list_c": [0] * 3, "list_c_bias": [0] * 3}
+    assert lr_exponents("muP", "Adam", 2, architecture_key="abcStack") == {
+        "list_c": [0.5, 0.5] * 2, "list_c_bias": [0.5, 0] * 2}
+    with pytest.raises(ConfigError, match="'NTK'.*defined for update_rule SGD only, not 'Adam'"):
+        lr_exponents("NTK", "Adam", 3)
+    cfg = init_config_abcMLP(depth=3, c=0.25)
+    assert lr_exponents_for(cfg, "custom") == {"list_c": [0.25] * 3, "list_c_bias": [0.25, 0.25, 0]}
+    assert lr_exponents_for(init_config_Stack(), "Adam") == {}
 
 
 def test_unknown_parametrization():

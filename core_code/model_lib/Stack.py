@@ -1,13 +1,17 @@
 """Stack: a chain of two-layer blocks with a narrow bottleneck between them.
 
-Each of the ``depth`` blocks maps in -> variable_width -> out through
-linear -> hidden_layer_activation -> linear, where (in, out) is (d_in, bottleneck_width)
+Each of the ``depth`` blocks maps in -> out, where (in, out) is (d_in, bottleneck_width)
 for the first block, (bottleneck_width, bottleneck_width) for middle blocks and
-(bottleneck_width, d_out) for the last (depth 1: d_in -> d_out). Between blocks sits
-``hidden_bottleneck_activation``. Options: ``skip_conn`` adds the block input to the
-block output wherever in == out (always for middle blocks); ``linear_skip_conn`` adds
-a linear path in -> linear_skip_conn_width -> out to every block. Standard PyTorch weight
-init; biases ~ N(0, 1) scaled by ``bias_tune``, as in the original.
+(bottleneck_width, d_out) for the last (depth 1: d_in -> d_out); between blocks sits
+``hidden_bottleneck_activation``. As in the original design a block computes
+
+    linear_2(concat(activation(linear_1(x)), x [if skip_conn], linear_skip(x) [if linear_skip_conn]))
+
+with linear_1: in -> variable_width and linear_skip: in -> linear_skip_conn_width (no
+activation), so linear_2 has variable_width (+ in with skip_conn) (+ linear_skip_conn_width)
+inputs and ``out`` outputs. ``skip_conn`` therefore acts at every depth, depth 1 included.
+Every linear is PyTorch's ``nn.Linear`` with its default init (weight and bias uniform in
++-1/sqrt(fan_in)), as in the original; ``bias_tune`` scales the biases in the forward pass.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def init_config_Stack(**config: Any) -> dict:
 
 
 class StackBlock(nn.Module):
-    """One Stack block: linear_1 -> activation -> linear_2 (+ optional skips)."""
+    """One Stack block: linear_2(concat(act(linear_1(x)), x if skip_conn, linear_skip(x) if linear skip))."""
 
     def __init__(
         self,
@@ -67,29 +71,29 @@ class StackBlock(nn.Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        self.skip_conn = bool(skip_conn)
         self.linear_1 = BiasTunedLinear(in_features, variable_width, bias_tune)
         self.activation = activation
-        self.linear_2 = BiasTunedLinear(variable_width, out_features, bias_tune)
-        # Identity skip only where shapes allow it.
-        self.skip_conn = bool(skip_conn) and in_features == out_features
-        if linear_skip_conn_width is not None:
-            self.linear_skip_in = BiasTunedLinear(in_features, linear_skip_conn_width, bias_tune)
-            self.linear_skip_out = BiasTunedLinear(linear_skip_conn_width, out_features, bias_tune)
-        else:
-            self.linear_skip_in = None
-            self.linear_skip_out = None
+        self.linear_skip = (BiasTunedLinear(in_features, linear_skip_conn_width, bias_tune)
+                            if linear_skip_conn_width is not None else None)
+        concat_width = (variable_width + (in_features if self.skip_conn else 0)
+                        + (linear_skip_conn_width if linear_skip_conn_width is not None else 0))
+        self.linear_2 = BiasTunedLinear(concat_width, out_features, bias_tune)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear_2(self.activation(self.linear_1(x)))
-        if self.linear_skip_in is not None:
-            y = y + self.linear_skip_out(self.linear_skip_in(x))
+        h = self.activation(self.linear_1(x))
+        if not self.skip_conn and self.linear_skip is None:
+            return self.linear_2(h)
+        parts = [h]
         if self.skip_conn:
-            y = y + x
-        return y
+            parts.append(x)
+        if self.linear_skip is not None:
+            parts.append(self.linear_skip(x))
+        return self.linear_2(torch.cat(parts, dim=-1))
 
     def reset_parameters(self) -> None:
-        """Re-draw the block's linear layers."""
-        for module in (self.linear_1, self.linear_2, self.linear_skip_in, self.linear_skip_out):
+        """Re-draw the block's linear layers (PyTorch default init)."""
+        for module in (self.linear_1, self.linear_skip, self.linear_2):
             if module is not None:
                 module.reset_parameters()
 
@@ -167,13 +171,14 @@ class Stack(BlockNetwork):
         )
         self.activations = bottleneck_activations(cfg, depth)
 
-    def lr_multipliers(self) -> list[tuple[list[nn.Parameter], float]]:
-        """``[(all trainable params, 1.0)]``: Stack uses one learning rate (uniform interface)."""
+    def lr_multipliers(self, update_rule: Any = None) -> list[tuple[list[nn.Parameter], float]]:
+        """``[(all trainable params, 1.0)]``: Stack uses one learning rate for every optimizer."""
         return [(trainable_parameters(self), 1.0)]
 
     def linear_layers(self) -> list[nn.Module]:
-        """Every linear layer, block by block (linear_1, linear_2, then the linear skip path)."""
-        return [m for m in self.modules() if isinstance(m, BiasTunedLinear)]
+        """Every linear layer in forward order, block by block (linear_1, linear_skip if any, linear_2)."""
+        return [m for block in self.layers for m in (block.linear_1, block.linear_skip, block.linear_2)
+                if m is not None]
 
 
 __all__ = ["Stack", "StackBlock", "DEFAULTS", "init_config_Stack"]

@@ -2,9 +2,10 @@
 
 ``depth`` linear layers d_in -> width -> ... -> width -> d_out (depth 1: a single linear
 map d_in -> d_out). With n = ``width`` for every layer (first and last too), layer l has
-weights ~ N(0, n^(-2 b_l)), forward multiplier n^(-a_l) and learning rate eta * n^(-c)
-(applied by the training layer through ``lr_multipliers``). ``parametrization``
-('muP' | 'NTK' | 'SP') fills list_a / list_b / c; explicit values override it.
+weights ~ N(0, n^(-2 b_l)), forward multiplier n^(-a_l) and learning rate eta * n^(-c_l);
+its bias has its own (a, b, c) (list_a_bias, list_b_bias, list_c_bias). ``parametrization``
+('muP' | 'NTK' | 'SP') fills the a's and b's here and the c's where the optimizer is built
+(``lr_multipliers(update_rule)``, see ``parametrizations``); explicit values override it.
 """
 
 from __future__ import annotations
@@ -16,29 +17,33 @@ from torch import nn
 
 from core_code.model_lib.layers import (
     AbcLinear,
+    abc_lr_multipliers,
     check_activations,
     make_activation,
-    require_exponents,
     require_float,
     require_int,
-    trainable_parameters,
 )
-from core_code.model_lib.parametrizations import PARAMETRIZATIONS, abc_preset
-from core_code.util.config_extractions import ConfigError, complete_config
+from core_code.model_lib.parametrizations import complete_abc_exponents, lr_exponents_for
+from core_code.util.config_extractions import complete_config
 
 # Every key abcMLP accepts, with its default. With the default muP and depth 6:
-# list_a [-0.5, 0, 0, 0, 0, 0.5], list_b [0.5] * 6, c 0.
+# list_a [-0.5, 0, 0, 0, 0, 0.5], list_b [0.5] * 6, biases (-0.5, 0.5) except the last (0, 0);
+# learning-rate exponents c per optimizer (SGD 0; Adam 0.5, 1, 1, 1, 1, 0.5, biases 0.5 / 0).
 DEFAULTS: dict[str, Any] = {
     "architecture_key": "abcMLP",
     "d_in": None,
     "d_out": None,
     "width": 1024,
     "depth": 6,
-    # 'muP' | 'NTK' | 'SP' fills list_a/list_b/c for any depth; explicit values override.
+    # 'muP' | 'NTK' | 'SP' fills the exponents left at None, for any depth and optimizer.
     "parametrization": "muP",
     "list_a": None,
     "list_b": None,
-    "c": None,
+    "c": None,  # one learning-rate exponent for every layer (or 'list_c', not both)
+    "list_c": None,  # per layer; None: the preset's for the optimizer in use
+    "list_a_bias": None,  # None: a layer with `width` outputs takes the first layer's, the last 0
+    "list_b_bias": None,
+    "list_c_bias": None,
     "bias_tune": 1.0,
     "hidden_layer_activation": "ReLU",
     "hidden_layer_activation_callback": None,
@@ -46,27 +51,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 def init_config_abcMLP(**config: Any) -> dict:
-    """Complete an abcMLP configuration: defaults filled, the parametrization expanded.
+    """Complete an abcMLP configuration: defaults filled, the a's and b's expanded.
 
-    list_a/list_b/c left at None are filled from ``parametrization`` for the configured
-    depth; explicit values override the preset.
+    list_a / list_b (and the bias lists) left at None are filled from ``parametrization``
+    for the configured depth; explicit values override the preset. The learning-rate
+    exponents stay as given (they depend on the optimizer).
     """
     out = complete_config(config, DEFAULTS, "architecture config (abcMLP)")
-    missing = [k for k in ("list_a", "list_b", "c") if out[k] is None]
-    if missing:
-        if out["parametrization"] is None:
-            raise ConfigError(
-                f"architecture config (abcMLP): {', '.join(missing)} not given and "
-                "'parametrization' is None; set 'parametrization' to one of "
-                f"{', '.join(sorted(PARAMETRIZATIONS))} or give the values explicitly"
-            )
-        try:
-            preset = abc_preset(out["parametrization"], out["depth"])
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        for key in missing:
-            out[key] = preset[key]
-    return out
+    return complete_abc_exponents(out, "abcMLP")
 
 
 class abcMLP(nn.Module):
@@ -79,10 +71,8 @@ class abcMLP(nn.Module):
         d_out = require_int(cfg, "d_out")
         depth = require_int(cfg, "depth")
         width = require_int(cfg, "width")
-        what = f"abcMLP with depth {depth}"
-        cfg["list_a"] = list_a = require_exponents(cfg, "list_a", depth, what)
-        cfg["list_b"] = list_b = require_exponents(cfg, "list_b", depth, what)
-        self.c: float = require_float(cfg, "c")
+        list_a, list_b = cfg["list_a"], cfg["list_b"]
+        list_a_bias, list_b_bias = cfg["list_a_bias"], cfg["list_b_bias"]
         bias_tune = require_float(cfg, "bias_tune")
         check_activations(cfg, "hidden_layer_activation")
         self.config_architecture: dict = cfg
@@ -91,7 +81,8 @@ class abcMLP(nn.Module):
 
         dims = [d_in] + [width] * (depth - 1) + [d_out]
         self.layers = nn.ModuleList(
-            AbcLinear(dims[i], dims[i + 1], list_a[i], list_b[i], n=width, bias_tune=bias_tune)
+            AbcLinear(dims[i], dims[i + 1], list_a[i], list_b[i], n=width, bias_tune=bias_tune,
+                      a_bias=list_a_bias[i], b_bias=list_b_bias[i])
             for i in range(depth)
         )
         self.activations = nn.ModuleList(
@@ -110,9 +101,14 @@ class abcMLP(nn.Module):
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def lr_multipliers(self) -> list[tuple[list[nn.Parameter], float]]:
-        """``[(params, width^(-c))]`` covering every trainable parameter once."""
-        return [(trainable_parameters(self), float(self.width) ** (-self.c))]
+    def lr_exponents(self, update_rule: Any) -> dict[str, list[float]]:
+        """``{'list_c', 'list_c_bias'}`` for ``update_rule`` (ConfigError where the preset is undefined)."""
+        return lr_exponents_for(self.config_architecture, update_rule)
+
+    def lr_multipliers(self, update_rule: Any) -> list[tuple[list[nn.Parameter], float]]:
+        """``[(params, width^(-c))]`` covering every trainable parameter once, c per layer and optimizer."""
+        ex = self.lr_exponents(update_rule)
+        return abc_lr_multipliers(self, list(self.layers), ex["list_c"], ex["list_c_bias"], self.width)
 
     def linear_layers(self) -> list[nn.Module]:
         """The linear layers in forward order (the same modules as ``layers``)."""

@@ -92,11 +92,12 @@ def check_activations(config: dict, *keys: str) -> None:
 
 # ----------------------------------------------------------------------------- layers
 class AbcLinear(nn.Module):
-    """One abc-parametrized linear layer (Yang & Hu 2021).
+    """One abc-parametrized linear layer (Yang & Hu 2021), biases included.
 
-    ``y = n^(-a) * x @ W^T + bias_tune * bias`` with ``W ~ N(0, n^(-2b))`` and
-    ``bias ~ N(0, 1)``. ``n`` is the network's width (not necessarily the fan-in), so
-    the same n scales every layer as the parametrization prescribes.
+    ``y = n^(-a) * x @ W^T + bias_tune * n^(-a_bias) * bias`` with ``W ~ N(0, n^(-2b))`` and
+    ``bias ~ N(0, n^(-2 b_bias))``. ``n`` is the network's width (not necessarily the
+    fan-in), so the same n scales every layer as the parametrization prescribes. With
+    ``b_bias = -a_bias`` (every preset) the effective bias at init is N(0, 1) * bias_tune.
     """
 
     def __init__(
@@ -108,17 +109,23 @@ class AbcLinear(nn.Module):
         n: int,
         bias_tune: float = 1.0,
         bias: bool = True,
+        a_bias: float = 0.0,
+        b_bias: float = 0.0,
     ):
         super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.a = float(a)
         self.b = float(b)
+        self.a_bias = float(a_bias)
+        self.b_bias = float(b_bias)
         self.n = int(n)
         self.bias_tune = float(bias_tune)
         # Python floats: no tensor op to compute them in the forward pass.
         self.multiplier: float = float(self.n) ** (-self.a)
         self.init_std: float = float(self.n) ** (-self.b)
+        self.bias_multiplier: float = self.bias_tune * float(self.n) ** (-self.a_bias)
+        self.bias_init_std: float = float(self.n) ** (-self.b_bias)
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
         if bias:
             self.bias = nn.Parameter(torch.empty(self.out_features))
@@ -127,32 +134,38 @@ class AbcLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-draw ``W ~ N(0, n^(-2b))`` and ``bias ~ N(0, 1)`` in place."""
+        """Re-draw ``W ~ N(0, n^(-2b))`` and ``bias ~ N(0, n^(-2 b_bias))`` in place."""
         with torch.no_grad():
             nn.init.normal_(self.weight, mean=0.0, std=self.init_std)
             if self.bias is not None:
-                nn.init.normal_(self.bias, mean=0.0, std=1.0)
+                nn.init.normal_(self.bias, mean=0.0, std=self.bias_init_std)
+
+    def effective_bias(self) -> Optional[torch.Tensor]:
+        """The bias term added to the output: ``bias_tune * n^(-a_bias) * bias`` (None without bias)."""
+        return None if self.bias is None else self.bias_multiplier * self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None and x.dim() == 2:
-            # One fused kernel: bias_tune * bias + multiplier * (x @ W^T).
-            return torch.addmm(self.bias, x, self.weight.t(), beta=self.bias_tune, alpha=self.multiplier)
+            # One fused kernel: bias_multiplier * bias + multiplier * (x @ W^T).
+            return torch.addmm(self.bias, x, self.weight.t(), beta=self.bias_multiplier, alpha=self.multiplier)
         out = F.linear(x, self.weight)
         if self.multiplier != 1.0:
             out = out * self.multiplier
         if self.bias is not None:
-            out = out + self.bias_tune * self.bias
+            out = out + self.bias_multiplier * self.bias
         return out
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, a={self.a}, "
-            f"b={self.b}, n={self.n}, bias_tune={self.bias_tune}, bias={self.bias is not None}"
+            f"b={self.b}, a_bias={self.a_bias}, b_bias={self.b_bias}, n={self.n}, "
+            f"bias_tune={self.bias_tune}, bias={self.bias is not None}"
         )
 
 
 class BiasTunedLinear(nn.Linear):
-    """``nn.Linear`` with PyTorch's default weight init, ``bias ~ N(0, 1)`` scaled by ``bias_tune``.
+    """``nn.Linear`` with PyTorch's default init (weight and bias uniform in +-1/sqrt(fan_in)),
+    the bias scaled by ``bias_tune`` in the forward pass.
 
     Used by the Stack architecture (standard parametrization, as in the original).
     """
@@ -161,12 +174,9 @@ class BiasTunedLinear(nn.Linear):
         super().__init__(int(in_features), int(out_features), bias=bias)
         self.bias_tune = float(bias_tune)
 
-    def reset_parameters(self) -> None:
-        """Re-draw the weight (PyTorch default) and ``bias ~ N(0, 1)`` in place."""
-        super().reset_parameters()
-        if self.bias is not None:
-            with torch.no_grad():
-                nn.init.normal_(self.bias, mean=0.0, std=1.0)
+    def effective_bias(self) -> Optional[torch.Tensor]:
+        """The bias term added to the output: ``bias_tune * bias`` (None without bias)."""
+        return None if self.bias is None else self.bias_tune * self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None and x.dim() == 2:
@@ -224,7 +234,32 @@ def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def abc_lr_multipliers(
+    module: nn.Module, linears: list[AbcLinear], list_c: list[float], list_c_bias: list[float], n: int
+) -> list[tuple[list[nn.Parameter], float]]:
+    """``[(params, n^(-c))]``: each linear's weight with its c, its bias with its c_bias.
+
+    Parameters with the same multiplier share a group (in order of first appearance);
+    trainable parameters outside ``linears`` (e.g. of a custom activation) get 1.0.
+    """
+    groups: dict[float, list[nn.Parameter]] = {}
+    seen: set[int] = set()
+
+    def add(p: Optional[nn.Parameter], mult: float) -> None:
+        if p is not None and p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            groups.setdefault(mult, []).append(p)
+
+    for layer, c, c_bias in zip(linears, list_c, list_c_bias):
+        add(layer.weight, float(n) ** (-c))
+        add(layer.bias, float(n) ** (-c_bias))
+    for p in trainable_parameters(module):
+        add(p, 1.0)
+    return [(params, mult) for mult, params in groups.items()]
+
+
 __all__ = [
+    "abc_lr_multipliers",
     "ACTIVATIONS",
     "AbcLinear",
     "BiasTunedLinear",
