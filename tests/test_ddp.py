@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import FakeData
 from tests.scripts.ddp_train import CASES, MAX_EPOCHS, fit_case
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
@@ -128,3 +129,27 @@ def test_ddp_weights_equal_one_process_run(ddp_runs, case):
     assert max((final[k] - init[k]).abs().max().item() for k in final) > 1e4 * ATOL
     for k in final:
         torch.testing.assert_close(w0[k], final[k], rtol=RTOL, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("strategy", ["data_deterministic", "data_stochastic"])
+def test_shares_carry_the_global_rows_and_one_process_batches_none(strategy):
+    """Rank shares name every task of the global batch with its global rows; 1 process: None."""
+    from core_code.util.batching import ChunkLoader, make_train_loader
+
+    data = FakeData({0: 6, 1: 39}).create_data("train")
+    cfg = dict(batching_strategy=strategy, batch_size=9, shuffle=True)
+    whole = list(make_train_loader(data, cfg, 3))
+    ranks = [list(make_train_loader(data, cfg, 3, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(whole) == len(ranks[0]) == len(ranks[1])
+    for k, batch in enumerate(whole):
+        assert batch.global_rows is None
+        glob = {t: b - a for t, (a, b) in batch.blocks.items()}
+        for share in (ranks[0][k], ranks[1][k]):
+            assert share.global_rows == glob
+        assert {t: sum(s.blocks.get(t, (0, 0))[1] - s.blocks.get(t, (0, 0))[0] for s in (ranks[0][k], ranks[1][k]))
+                for t in glob} == glob
+    chunks = list(ChunkLoader(make_train_loader(data, cfg, 3), 2))
+    assert all(c.global_rows is None for c in chunks)
+    shares = list(ChunkLoader(make_train_loader(data, cfg, 3, rank=1, world_size=2), 2))
+    assert [g for c in shares for g in c.global_rows] == [s.global_rows for s in ranks[1]]
+    assert [b.global_rows for c in shares for b in c.step_batches()] == [s.global_rows for s in ranks[1]]
