@@ -6,8 +6,11 @@ import csv
 import importlib.util
 import json
 import math
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ import pytest
 from experiments.analysis import collect as co
 
 TAG = "grid"
+# summary.json fields of a point that is running right now (this process, heartbeat now)
+ALIVE = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat_unix": time.time() + 3600}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -137,7 +142,7 @@ def test_cli_without_a_manifest_says_so(tmp_path, capsys):
 def test_partial_grid_running_and_diverged_points(tmp_path):
     """A running point shows its epochs so far; a diverged one its nan final and finite best."""
     make_grid(tmp_path, [
-        (_point_config(16, 0.01), "running", [(1.0, 1.0), (0.5, 0.5)], {}),
+        (_point_config(16, 0.01), "running", [(1.0, 1.0), (0.5, 0.5)], ALIVE),
         (_point_config(16, 10.0), "diverged", [(1.0, 1.0), (math.nan, 0.25)], {"epochs": 2}),
     ])
     rows = co.collect(tmp_path, TAG)
@@ -194,3 +199,95 @@ def test_module_runs_as_a_script(grid):
     assert TABLE in out.stdout and f"wrote {grid / TAG / 'summary.csv'}" in out.stdout
     assert not list((grid / TAG).glob("summary_task*"))
     assert importlib.util.find_spec("experiments.collect") is None  # moved, no shim left behind
+
+
+# ----------------------------------------------- in-domain, baselines, seeds as repetitions
+def _write_rows(path: Path, rows: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _seed_grid(root: Path):
+    """lr {0.01, 0.1} x seed {1, 2, 3} (data and custom seed tied); lr 0.1 seed 3 failed."""
+    finals = {(0.01, 1): 0.5, (0.01, 2): 0.7, (0.01, 3): 0.6, (0.1, 1): 0.2, (0.1, 2): 0.4, (0.1, 3): 9.0}
+    points = []
+    for lr in (0.01, 0.1):
+        for seed in (1, 2, 3):
+            cfg = _point_config(16, lr)
+            cfg["data"]["seed"] = cfg["custom"]["seed"] = seed
+            status = "failed" if (lr, seed) == (0.1, 3) else "done"
+            points.append((cfg, status, None, {"epochs": 2}))
+    base = make_grid(root, points)
+    for i, (lr, seed) in enumerate(finals):
+        v = finals[(lr, seed)]
+        _write_rows(base / f"config{i + 1}" / "metrics.csv", [
+            {"epoch": 0, "validation/loss_task_0": 2 * v, "validation/loss_in_domain_task_0": v},
+            {"epoch": 1, "validation/loss_task_0": v, "validation/loss_in_domain_task_0": v / 2}])
+        (base / f"config{i + 1}" / "baselines.json").write_text(json.dumps(
+            {"baseline/validation_loss_task_0": 2.0, "baseline/validation_loss_in_domain_task_0": 0.5 + seed}))
+    return base
+
+
+def test_in_domain_baseline_and_ratio_columns(tmp_path):
+    _seed_grid(tmp_path)
+    rows = co.collect(tmp_path, TAG)
+    assert list(rows[0])[3:] == [
+        "seed", "learning_rate", "epochs", "final_val_loss_task_0", "best_val_loss_task_0",
+        "final_val_loss_in_domain_task_0", "best_val_loss_in_domain_task_0", "baseline_val_loss_task_0",
+        "baseline_val_loss_in_domain_task_0", "final_over_baseline_task_0", "final_over_baseline_in_domain_task_0",
+        "final_val_loss_task_1", "best_val_loss_task_1"]  # task 1 (named by the criterion) has no metrics
+    r = rows[1]  # lr 0.01, seed 2
+    assert (r["final_val_loss_task_0"], r["best_val_loss_task_0"]) == (0.7, 0.7)
+    assert (r["final_val_loss_in_domain_task_0"], r["best_val_loss_in_domain_task_0"]) == (0.35, 0.35)
+    assert (r["baseline_val_loss_task_0"], r["baseline_val_loss_in_domain_task_0"]) == (2.0, 2.5)
+    assert r["final_over_baseline_task_0"] == 0.7 / 2.0
+    assert r["final_over_baseline_in_domain_task_0"] == 0.35 / 2.5
+
+
+def test_baselines_from_summary_when_no_file(tmp_path):
+    make_grid(tmp_path, [(_point_config(16, lr), "done", [(0.5, 0.25)],
+                          {"final": {"baseline/validation_loss_task_0": 1.0}, "baselines": baselines})
+                         for lr, baselines in ((0.01, {"baseline/validation_loss_task_1": 0.5}), (0.1, None))])
+    rows = co.collect(tmp_path, TAG)
+    # the 'baselines' entry wins over 'final'; without it 'final' is read
+    assert [(r.get("baseline_val_loss_task_0"), r.get("baseline_val_loss_task_1")) for r in rows] == [
+        (None, 0.5), (1.0, None)]
+    assert [r["final_over_baseline_task_1"] for r in rows] == [0.5, None]
+
+
+def test_seeds_are_aggregated_not_an_axis(tmp_path):
+    _seed_grid(tmp_path)
+    rows = co.collect(tmp_path, TAG)
+    assert co.seed_columns(rows) == ["seed"]
+    agg = co.aggregate_seeds(rows)
+    assert [(a["learning_rate"], a["points"], a["n"]) for a in agg] == [(0.01, 3, 3), (0.1, 3, 2)]
+    assert agg[0]["final_val_loss_task_0_mean"] == pytest.approx(0.6, abs=1e-15)
+    assert agg[0]["final_val_loss_task_0_std"] == pytest.approx(0.1, abs=1e-15)  # sample std, ddof 1
+    assert agg[1]["final_val_loss_task_0_mean"] == pytest.approx(0.3, abs=1e-15)  # the failed seed left out
+    assert agg[1]["final_val_loss_task_0_std"] == pytest.approx(math.sqrt(0.02), abs=1e-15)
+    assert agg[1]["baseline_val_loss_in_domain_task_0_mean"] == 2.0  # seeds 1, 2: 1.5, 2.5
+    assert "seed" not in agg[0]
+    names = {f.name for f in co.plot_comparisons(rows, tmp_path, TAG)}
+    assert names == {"summary_task0_final_vs_learning_rate.png", "summary_task0_final_vs_learning_rate.pdf",
+                     "summary_task0_curves.png", "summary_task0_curves.pdf"}  # never a loss-vs-seed plot
+
+
+def test_mean_std():
+    assert co._mean_std([]) == (None, None)
+    assert co._mean_std([2.0]) == (2.0, None)
+    assert co._mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+
+
+def test_cli_prints_the_seed_table(tmp_path, capsys):
+    _seed_grid(tmp_path)
+    assert co.main([TAG, "--runs_dir", str(tmp_path), "--no_plots"]) == 0
+    out = capsys.readouterr().out
+    assert "over seeds (seed): mean ± sample std (ddof 1) over the n done points" in out
+    assert "0.6 ± 0.1" in out and "0.3 ± 0.14" in out
+    with (tmp_path / TAG / "summary_seeds.csv").open(newline="") as fh:
+        header, *body = list(csv.reader(fh))
+    assert header[:3] == ["learning_rate", "points", "n"] and len(body) == 2
