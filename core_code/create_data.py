@@ -4,6 +4,12 @@ named (or user-supplied) function, per task and per split.
 ``CreateData(**config_data)`` completes and validates the data configuration up front
 (a ConfigError naming the key for anything wrong) but draws nothing; ``create_data(split)``
 draws a split on first use and caches it.
+
+``make_data(**config_data)`` is the one entry point for every data source (data config
+key ``data_source``): ``'function'`` (CreateData), ``'files'`` (``core_code.data_files.
+FileData``: your own .npz/.csv files) or ``'custom'`` (``data_source_callback(config)``).
+Every source gives the same interface (``DATA_INTERFACE``). ``data_fingerprint`` gives
+the size and sha256 of every data file, for the resolved configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 
 from core_code.util.config_extractions import ConfigError, check_config, extract_taskconfig
-from core_code.util.default_config import init_config_data
+from core_code.util.default_config import DATA_DEFAULTS, init_config_data
 from core_code.util.function_lib import (
     FUNCTIONS,
     GENERATORS,
@@ -30,6 +36,18 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_INDEX = {split: i for i, split in enumerate(SPLITS)}
 _GLOBAL_KEYS = ("d_in", "d_out")  # one network serves every task: these cannot differ per task
 
+#: Data config keys only the 'function' source reads.
+FUNCTION_KEYS: tuple[str, ...] = ("f_true", "f_true_callback", "noise_scale") + tuple(
+    f"{k}_{split}" for split in SPLITS for k in ("n", "x_min", "x_max", "data_generators")
+)
+#: Data config keys only the 'files' source reads.
+FILE_KEYS: tuple[str, ...] = ("data_files", "data_columns", "normalize", "val_fraction")
+#: What every data source provides (attributes, then methods).
+DATA_INTERFACE: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("d_in", "d_out", "all_tasks", "task_configs", "seed"),
+    ("create_data", "n_samples"),
+)
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -37,6 +55,58 @@ def _is_int(v: Any) -> bool:
 
 def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def non_default_keys(config_data: dict, keys: tuple[str, ...]) -> list[str]:
+    """The ``keys`` whose value in ``config_data`` differs from ``DATA_DEFAULTS``."""
+    out = []
+    for key in keys:
+        value, default = config_data.get(key, DATA_DEFAULTS[key]), DATA_DEFAULTS[key]
+        try:
+            same = type(value) is type(default) and bool(value == default)
+        except Exception:  # noqa: BLE001 - a value that cannot be compared is not the default
+            same = False
+        if not same and not (_is_real(value) and _is_real(default) and value == default):
+            out.append(key)
+    return out
+
+
+def check_unused_keys(config_data: dict, keys: tuple[str, ...], source: str, who: str) -> None:
+    """ConfigError naming every key of ``keys`` set to a non-default value (``who`` reads them)."""
+    bad = non_default_keys(config_data, keys)
+    if bad:
+        names = ", ".join(f"'{k}'" for k in bad)
+        raise ConfigError(
+            f"data config key{'s' if len(bad) > 1 else ''} {names} set but not used with data_source "
+            f"{source!r} (only {who} reads {'them' if len(bad) > 1 else 'it'}): remove "
+            f"{'them' if len(bad) > 1 else 'it'}"
+        )
+
+
+def check_seed(seed: Any, where: str) -> None:
+    """A data seed is an int >= 0 or None."""
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise ConfigError(f"{where} must be an int >= 0 or None, got {seed!r}")
+
+
+def resolve_seeds(seed: Any, task_configs: dict[int, dict]) -> dict[int, int] | int:
+    """The configured seed, or one drawn from numpy's global RNG where it is None.
+
+    A task-specific ``seed`` gives a dict task -> seed; otherwise one int.
+    """
+    drawn = None
+
+    def resolve(s: int | None) -> int:
+        nonlocal drawn
+        if s is not None:
+            return int(s)
+        if drawn is None:
+            drawn = int(np.random.randint(0, 2**31 - 1))
+        return drawn
+
+    if isinstance(seed, dict):
+        return {t: resolve(cfg["seed"]) for t, cfg in task_configs.items()}
+    return resolve(seed)
 
 
 class CreateData:
@@ -65,10 +135,24 @@ class CreateData:
 
     Inputs are rounded to float32 before the targets are computed, so the stored
     ``y`` of validation/test is exactly ``f_true(x)`` of the stored ``x`` (in float32).
+
+    This is the ``data_source: 'function'`` source; the keys of the other sources
+    (``FILE_KEYS``, ``data_source_callback``) must keep their defaults.
     """
+
+    #: Validation targets are the noise-free target function (plots draw it as a curve).
+    has_true_function: bool = True
 
     def __init__(self, **config_data: Any) -> None:
         self.config_data: dict = init_config_data(**config_data)
+        source = self.config_data["data_source"]
+        if source != "function":
+            raise ConfigError(
+                f"data config key 'data_source' is {source!r} but CreateData is the 'function' source; "
+                "build the data with core_code.create_data.make_data(**config_data)"
+            )
+        check_unused_keys(self.config_data, FILE_KEYS, "function", "data_source 'files'")
+        check_unused_keys(self.config_data, ("data_source_callback",), "function", "data_source 'custom'")
         tasks = check_config(**self.config_data)
         self.all_tasks: list[int] = sorted(tasks) if tasks is not None else [0]
         self.task_configs: dict[int, dict] = {
@@ -159,9 +243,7 @@ class CreateData:
         if not _is_real(noise_scale) or not np.isfinite(noise_scale) or noise_scale < 0:
             raise ConfigError(f"{w('noise_scale')} must be a finite number >= 0, got {noise_scale!r}")
 
-        seed = cfg["seed"]
-        if seed is not None and (not _is_int(seed) or seed < 0):
-            raise ConfigError(f"{w('seed')} must be an int >= 0 or None, got {seed!r}")
+        check_seed(cfg["seed"], w("seed"))
 
         for split in SPLITS:
             n = cfg[f"n_{split}"]
@@ -217,20 +299,7 @@ class CreateData:
 
         A task-specific seed gives a dict task -> seed; otherwise one int.
         """
-        seed = self.config_data["seed"]
-        drawn = None
-
-        def resolve(s: int | None) -> int:
-            nonlocal drawn
-            if s is not None:
-                return int(s)
-            if drawn is None:
-                drawn = int(np.random.randint(0, 2**31 - 1))
-            return drawn
-
-        if isinstance(seed, dict):
-            return {t: resolve(self.task_configs[t]["seed"]) for t in self.all_tasks}
-        return resolve(seed)
+        return resolve_seeds(self.config_data["seed"], self.task_configs)
 
     # ----------------------------------------------------------------- drawing
     def _target_fn(self, cfg: dict) -> Callable[[np.ndarray], np.ndarray]:
@@ -282,4 +351,107 @@ class CreateData:
         }
 
 
-__all__ = ["CreateData", "SPLITS"]
+# ------------------------------------------------------------------ data sources
+def _files_source(**config_data: Any) -> Any:
+    from core_code.data_files import FileData  # data_files imports this module
+
+    return FileData(**config_data)
+
+
+#: data_source name -> factory(**config_data) -> data object ('custom' is handled by make_data).
+DATA_SOURCES: dict[str, Callable[..., Any]] = {"function": CreateData, "files": _files_source}
+
+
+def known_sources() -> str:
+    """The allowed values of ``data_source``, for messages."""
+    return ", ".join(repr(k) for k in [*DATA_SOURCES, "custom"])
+
+
+def make_data(**config_data: Any) -> Any:
+    """The data object of a data config, from its ``data_source`` (the one dispatch point).
+
+    ``'function'``: ``CreateData``; ``'files'``: ``core_code.data_files.FileData``;
+    ``'custom'``: ``data_source_callback(completed_config)``, checked with
+    ``check_data_object`` (every split is drawn once for the check).
+    """
+    config = init_config_data(**config_data)
+    source = config["data_source"]
+    if source == "custom":
+        callback = config["data_source_callback"]
+        if not callable(callback):
+            raise ConfigError(
+                "data config key 'data_source_callback' must be a callable (data config) -> data object "
+                f"when data_source is 'custom', got {callback!r}"
+            )
+        data = callback(config)
+        check_data_object(data, "the object returned by data config key 'data_source_callback'")
+        return data
+    if not isinstance(source, str) or source not in DATA_SOURCES:
+        raise ConfigError(f"data config key 'data_source' is {source!r}; allowed: {known_sources()}")
+    return DATA_SOURCES[source](**config)
+
+
+def check_data_object(data: Any, where: str) -> None:
+    """ConfigError unless ``data`` has the CreateData interface and layout (draws every split).
+
+    Checks ``DATA_INTERFACE``, ``d_in``/``d_out`` positive ints, ``all_tasks`` sorted
+    distinct ints >= 0, ``task_configs`` per task, and for every split: keys x/y/task_activity,
+    float32 (n, d_in)/(n, d_out), int64 (n,), each task one contiguous block in task
+    order, counts equal to ``n_samples(split)``.
+    """
+    attrs, methods = DATA_INTERFACE
+    missing = [a for a in attrs if not hasattr(data, a)] + [m for m in methods if not callable(getattr(data, m, None))]
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(missing)}; a data object needs attributes "
+                          f"{', '.join(attrs)} and methods {', '.join(methods)} (as CreateData)")
+    for key in ("d_in", "d_out"):
+        v = getattr(data, key)
+        if not _is_int(v) or v <= 0:
+            raise ConfigError(f"{where}: {key} must be a positive int, got {v!r}")
+    tasks = data.all_tasks
+    if (not isinstance(tasks, (list, tuple)) or not tasks or not all(_is_int(t) and t >= 0 for t in tasks)
+            or list(tasks) != sorted(set(tasks))):
+        raise ConfigError(f"{where}: all_tasks must be a non-empty sorted list of distinct ints >= 0, got {tasks!r}")
+    if not isinstance(data.task_configs, dict) or sorted(data.task_configs) != list(tasks):
+        raise ConfigError(f"{where}: task_configs must be a dict with one entry per task {list(tasks)}")
+    for split in SPLITS:
+        d = data.create_data(split)
+        if not isinstance(d, dict) or set(d) != {"x", "y", "task_activity"}:
+            raise ConfigError(f"{where}: create_data({split!r}) must return a dict with keys x, y, task_activity, "
+                              f"got {sorted(d) if isinstance(d, dict) else type(d).__name__}")
+        x, y, ta = (torch.as_tensor(d[k]) for k in ("x", "y", "task_activity"))
+        n = len(ta)
+        expected = {"x": (torch.float32, (n, data.d_in)), "y": (torch.float32, (n, data.d_out)),
+                    "task_activity": (torch.int64, (n,))}
+        for key, t in zip(("x", "y", "task_activity"), (x, y, ta)):
+            dtype, shape = expected[key]
+            if t.dtype != dtype or tuple(t.shape) != shape:
+                raise ConfigError(f"{where}: create_data({split!r})[{key!r}] is {t.dtype} {tuple(t.shape)}; "
+                                  f"expected {dtype} {shape}")
+        blocks = torch.unique_consecutive(ta).tolist()
+        if blocks != sorted(set(blocks)) or not set(blocks) <= set(tasks):
+            raise ConfigError(f"{where}: create_data({split!r}) task_activity must hold each task of {list(tasks)} "
+                              f"as one contiguous block in task order, got blocks {blocks}")
+        counts = {t: int((ta == t).sum()) for t in tasks}
+        n_samples = {int(k): int(v) for k, v in dict(data.n_samples(split)).items()}
+        if n_samples != counts:
+            raise ConfigError(f"{where}: n_samples({split!r}) is {n_samples} but create_data({split!r}) "
+                              f"has rows {counts}")
+
+
+def data_fingerprint(config_data: dict) -> dict[str, dict[str, Any]]:
+    """``{path: {'size': bytes, 'sha256': hex}}`` of every data file of a data config.
+
+    Paths as written in ``data_files`` (so a local and a cluster checkout agree); ``{}``
+    for the 'function' and 'custom' sources. Raises ConfigError for a missing file.
+    """
+    config = init_config_data(**config_data)
+    if config["data_source"] != "files":
+        return {}
+    from core_code.data_files import file_fingerprint
+
+    return file_fingerprint(config["data_files"])
+
+
+__all__ = ["CreateData", "SPLITS", "DATA_SOURCES", "make_data", "data_fingerprint", "check_data_object",
+           "FUNCTION_KEYS", "FILE_KEYS"]

@@ -39,6 +39,14 @@ DATA_DEFAULTS: dict[str, Any] = {
     "data_generators_train": "equi",
     "data_generators_val": "equi",
     "data_generators_test": "equi",
+    # Where the data comes from (core_code.create_data.make_data): 'function' (the keys
+    # above), 'files' (data_files, see core_code/data_files.py) or 'custom' (+ callback).
+    "data_source": "function",
+    "data_source_callback": None,  # 'custom': callable(config_data) -> object like CreateData
+    "data_files": None,  # 'files': {'train': path | {'task_0': path, ...}, 'val': ..., 'test': ...}
+    "data_columns": None,  # .csv files: {'x': [names], 'y': [names], 'task': name (default 'task')}
+    "normalize": None,  # 'files': None, 'x', 'y' or 'xy' (train-split mean/std)
+    "val_fraction": None,  # 'files' without a val file: share of each task's train rows held out
 }
 
 # ------------------------------------------------------------------------- training
