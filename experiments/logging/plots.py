@@ -3,7 +3,9 @@
 ``fit_figures(trainer, pl_module, epoch)`` yields one figure per task and per output
 dimension the task's criterion looks at. With d_in == 1 it draws the training data, the
 true function and the prediction over x (validation inputs); with d_in > 1 predicted
-against true values. ``save_figure`` writes PNG and PDF.
+against true values. Data without a true function (``data.has_true_function`` False, e.g.
+``data_source: 'files'``) shows the validation rows as points, never as a "true function"
+curve. ``save_figure`` writes PNG and PDF.
 
 matplotlib is imported here (and in the analysis layer) only, lazily, and only its
 object-oriented ``Figure`` with the Agg canvas, never pyplot: no global backend switch,
@@ -56,12 +58,13 @@ def fit_figures(trainer: Any, pl_module: Any, epoch: int) -> Iterator[tuple[int,
     tensors = trainer.datamodule.tensors
     val, train = tensors["val"], tensors.get("train")
     d_in, d_out = val["x"].shape[1], val["y"].shape[1]
+    true_function = bool(getattr(getattr(trainer.datamodule, "data", None), "has_true_function", True))
     pred_val = predict(trainer, pl_module, val)
     pred_train = predict(trainer, pl_module, train) if d_in > 1 and train is not None else {}
     for task in sorted(pred_val):
         for dim in criterion_dims(pl_module.criterion(task), d_out):
             yield task, dim, fit_figure(task, dim, epoch, task_rows(train, task), task_rows(val, task),
-                                        pred_val[task], pred_train.get(task))
+                                        pred_val[task], pred_train.get(task), true_function=true_function)
 
 
 def predict(trainer: Any, pl_module: Any, data: dict) -> dict[int, torch.Tensor]:
@@ -99,8 +102,11 @@ def task_rows(data: Optional[dict], task: int) -> Rows:
 
 
 def fit_figure(task: int, dim: int, epoch: int, train: Rows, val: Rows,
-               pred_val: torch.Tensor, pred_train: Optional[torch.Tensor]) -> Figure:
-    """d_in == 1: data, truth and prediction over x; d_in > 1: predicted vs true."""
+               pred_val: torch.Tensor, pred_train: Optional[torch.Tensor], true_function: bool = True) -> Figure:
+    """d_in == 1: data, truth and prediction over x; d_in > 1: predicted vs true.
+
+    ``true_function`` False: the validation targets are data, drawn as points (no curve).
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.8))
@@ -110,16 +116,19 @@ def fit_figure(task: int, dim: int, epoch: int, train: Rows, val: Rows,
         if len(x_tr):
             ax.scatter(x_tr[:, 0], y_tr[:, dim], s=6, alpha=0.35, color="tab:gray", label="training data")
         order = torch.argsort(x_val[:, 0])
-        ax.plot(x_val[order, 0], y_val[order, dim], "k-", lw=1.5, label="true function")
+        if true_function:
+            ax.plot(x_val[order, 0], y_val[order, dim], "k-", lw=1.5, label="true function")
+        else:
+            ax.scatter(x_val[:, 0], y_val[:, dim], s=10, color="k", label="validation data")
         ax.plot(x_val[order, 0], pred_val[order, dim], "-", color="tab:red", lw=1.5, label="prediction")
         ax.set_xlabel("x")
         ax.set_ylabel(f"y[{dim}]")
     else:
         if pred_train is not None and len(y_tr):
             ax.scatter(y_tr[:, dim], pred_train[:, dim], s=6, alpha=0.35, color="tab:gray",
-                       label="training data (noisy target)")
+                       label="training data (noisy target)" if true_function else "training data")
         ax.scatter(y_val[:, dim], pred_val[:, dim], s=10, alpha=0.8, color="tab:red",
-                   label="validation (true function)")
+                   label="validation (true function)" if true_function else "validation data")
         both = torch.cat([y_val[:, dim], pred_val[:, dim]])
         both = both[torch.isfinite(both)]
         lo, hi = (float(both.min()), float(both.max())) if len(both) else (0.0, 1.0)
