@@ -46,7 +46,7 @@ class _Probe(pl.LightningModule):
         self.seen["counted"] = trainer.global_step - before
 
     def train_dataloader(self):
-        return [torch.ones(4, 2)]
+        return torch.utils.data.DataLoader(torch.ones(4, 2), batch_size=4)
 
 
 def _fit() -> tuple[_Probe, pl.Trainer]:
