@@ -32,12 +32,17 @@ def test_recipe_new_experiment(tmp_path, monkeypatch, capsys):
         configs_custom = {"seed": 0, "my_option": 3}
         configs_trainer = {"max_epochs": 1, "enable_progress_bar": False}
     """))
+    (pkg / "logging_callback.py").write_text("from experiments.logging import LoggingCallback\n")
     (pkg / "manager.py").write_text(textwrap.dedent("""
         from experiments.util import BasicManager
 
         class Manager(BasicManager):
             experiment = "myexp"
             CUSTOM_DEFAULTS = {**BasicManager.CUSTOM_DEFAULTS, "my_option": 1}
+
+            def logging_callback_class(self):
+                from myexp.logging_callback import LoggingCallback
+                return LoggingCallback
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -126,7 +131,7 @@ def test_recipe_batching_strategy(monkeypatch):
 
 @pytest.mark.slow
 def test_recipe_logged_metric(tmp_path):
-    from experiments.compositeSine.logging_callback import LoggingCallback
+    from experiments.tinyTest.logging_callback import LoggingCallback
 
     class WithWeightNorm(LoggingCallback):
         def extra_metrics(self, trainer, pl_module, split):
@@ -138,8 +143,8 @@ def test_recipe_logged_metric(tmp_path):
     manager_cls, configs = load_experiment("tinyTest")
 
     class Manager(manager_cls):
-        def make_callbacks(self, cfg, run_dir):
-            return [WithWeightNorm(run_dir, logging_epoch_interval=10)] + super().make_callbacks(cfg, run_dir)[1:]
+        def logging_callback_class(self):
+            return WithWeightNorm
 
     m = Manager(configs.configs_data, dict(configs.configs_architecture, width=8), configs.configs_training,
                 dict(configs.configs_trainer, max_epochs=2), configs.configs_custom,
