@@ -23,10 +23,17 @@ def _tinyTest() -> tuple[type, ModuleType]:
     return manager.Manager, configs
 
 
+def _transfer() -> tuple[type, ModuleType]:
+    from experiments.transfer import configs, manager
+
+    return manager.Manager, configs
+
+
 # name -> loader returning (Manager class, configs module); imported only when used.
 EXPERIMENTS: dict[str, Callable[[], tuple[type, ModuleType]]] = {
     "compositeSine": _compositeSine,
     "tinyTest": _tinyTest,
+    "transfer": _transfer,
 }
 
 
