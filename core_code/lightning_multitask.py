@@ -49,7 +49,10 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import pytorch_lightning as pl
 import torch
 
-from core_code.util.aggregation import make_aggregator
+from core_code.mtl import make_mtl_method
+from core_code.mtl.diagnostics import Diagnostics
+from core_code.mtl.partition import Partition
+from core_code.util.aggregation import sum_losses
 from core_code.util.batching import ChunkBatch, TaskBatch, batch_blocks
 from core_code.util.config_extractions import (
     ConfigError,
@@ -148,12 +151,53 @@ class LightningMultitask(pl.LightningModule):
         self.per_task_optimizers = any(
             is_task_specific(self.config_training[k]) for k in ("update_rule", "learning_rate")
         )
-        self.aggregate = make_aggregator(self.config_training["loss_aggregation"])
+        self._init_mtl()
         self._task_cfg: dict[int, dict] = {}
         self._criteria: dict[int, Any] = {}
         for t in sorted(self.config_tasks or {0}):  # validate the criteria up front
             self.criterion(t)
         self.configure_optimizers()
+
+    def _init_mtl(self) -> None:
+        """The multi-task method (``mtl_method``) and the diagnostics (``diagnostics_every_n_steps``)."""
+        cfg = self.config_training
+        for key in ("mtl_method", "mtl_method_callback", "diagnostics_every_n_steps"):
+            if is_task_specific(cfg[key]):
+                raise ConfigError(f"training config key '{key}' is {cfg[key]!r}; it cannot be task-specific "
+                                  "(it acts on all tasks at once)")
+        self.mtl_method = make_mtl_method(cfg["mtl_method"], cfg["mtl_method_callback"])
+        every = cfg["diagnostics_every_n_steps"]
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ConfigError(f"training config key 'diagnostics_every_n_steps' is {every!r}; allowed: None (off) "
+                              "or an int >= 1")
+        if self.mtl_method.joint and self.per_task_optimizers:
+            raise ConfigError(f"training config key 'mtl_method' is {self.mtl_method.name!r}, which makes ONE joint "
+                              "update direction for the shared parameters; it cannot feed per-task optimizers "
+                              "(update_rule or learning_rate is task-specific). Use one optimizer, or a per-task "
+                              "method: sum, mean, fixed, uw, dwa, rlw, gradnorm, pcgrad")
+        self.diagnostics_every: Optional[int] = every
+        # The default (sum, no diagnostics) keeps the plain path: one backward of the sum.
+        self._fast = self.mtl_method.name == "sum" and every is None
+        self.aggregate = sum_losses
+        self._diagnostics = Diagnostics()
+        self._mtl_updates = 0
+        if self.mtl_method.needs_tasks and self.tasks is not None:
+            self.mtl_method.setup(self.tasks)
+
+    def setup(self, stage: str) -> None:
+        """Set the multi-task method up for the data's tasks when the config did not fix them."""
+        method = self.mtl_method
+        if method.needs_tasks and method.tasks is None:
+            data = getattr(getattr(self._trainer, "datamodule", None), "data", None)
+            tasks = self.tasks or getattr(data, "all_tasks", None)
+            if tasks:
+                method.setup(tasks)
+                if hasattr(self, "_optimizers_built") and any(True for _ in method.parameters()):
+                    del self._optimizers_built  # the method's parameters join the optimizer
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """This epoch's means of the diagnostics (``diagnostics/...``; {} when off)."""
+        return self._diagnostics.epoch_means()
 
     # ------------------------------------------------------------- per task
     def task_config(self, task: int) -> dict:
@@ -231,6 +275,8 @@ class LightningMultitask(pl.LightningModule):
         cfg = self.config_training
         if not self.per_task_optimizers:
             modules = [self.model] if self.shared else list(self.models.values())
+            if any(True for _ in self.mtl_method.parameters()):
+                modules.append(self.mtl_method)
             opts = [make_optimizer(modules, cfg["update_rule"], cfg["learning_rate"], cfg["update_rule_callback"])]
             self.optimizer_tasks = None
         else:
@@ -238,7 +284,11 @@ class LightningMultitask(pl.LightningModule):
             opts = []
             for t in self.optimizer_tasks:
                 tc = self.task_config(t)
-                opts.append(make_optimizer([self.task_model(t)], tc["update_rule"], tc["learning_rate"],
+                modules = [self.task_model(t)]
+                own = self.mtl_method.task_module(t)  # the task's own method parameters (uw)
+                if own is not None:
+                    modules.append(own)
+                opts.append(make_optimizer(modules, tc["update_rule"], tc["learning_rate"],
                                            tc["update_rule_callback"]))
         self._optimizers_built = opts
         return opts
@@ -247,6 +297,14 @@ class LightningMultitask(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)
+        self._diagnostics.reset()
+
+    def on_train_start(self) -> None:
+        # optimizer steps so far (a resumed run continues the diagnostics schedule)
+        self._mtl_updates = self.trainer.global_step // max(1, len(self.trainer.optimizers))
+
+    def on_train_epoch_end(self) -> None:
+        self.mtl_method.epoch_end()
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         steps = self._step_machinery()
@@ -279,9 +337,18 @@ class LightningMultitask(pl.LightningModule):
                 objectives[t] = objectives[t] + self.regularization(t)
         return objectives
 
-    def _optimize(self, losses: dict[int, torch.Tensor], steps: "_StepMachinery") -> torch.Tensor:
-        """Backward and step on the step's losses (plus regularization); the aggregate loss."""
+    def _optimize(self, losses: dict[int, torch.Tensor], steps: "_StepMachinery",
+                  plain: Optional[dict[int, torch.Tensor]] = None,
+                  global_rows: Optional[Mapping[int, int]] = None) -> torch.Tensor:
+        """Backward and step on the step's losses (plus regularization); the aggregate loss.
+
+        ``plain``: the criterion values before the DDP rank weighting (default ``losses``),
+        from whose graphs the shared parameters are found; ``global_rows``: the global batch's
+        tasks under DDP.
+        """
         objectives = self._objectives(losses)
+        if not self._fast:
+            return self._mtl_optimize(objectives, steps, losses if plain is None else plain, global_rows)
         if not self.per_task_optimizers:
             steps.raw[0].zero_grad(set_to_none=True)
             total = self.aggregate(objectives)
@@ -297,7 +364,7 @@ class LightningMultitask(pl.LightningModule):
         losses = self.task_losses(batch, preds, blocks)
         global_rows = getattr(batch, "global_rows", None)
         objective = losses if global_rows is None else self._rank_share(losses, blocks, global_rows)
-        return losses, preds, blocks, self._optimize(objective, steps).detach()
+        return losses, preds, blocks, self._optimize(objective, steps, losses, global_rows).detach()
 
     def _rank_share(self, losses: dict[int, torch.Tensor], blocks: dict[int, tuple[int, int]],
                     global_rows: Mapping[int, int]) -> dict[int, torch.Tensor]:
@@ -338,10 +405,10 @@ class LightningMultitask(pl.LightningModule):
         cls = type(self)
         lean = (self.shared and cls.predict_tasks is LightningMultitask.predict_tasks
                 and cls.task_losses is LightningMultitask.task_losses)
-        # One optimizer: backward has freed each step's graph buffers, so the step's
-        # tensors are kept as they are and detached once, at the end. Per-task
-        # optimizers retain the graph: detach right away.
-        detach_now = self.per_task_optimizers
+        # One optimizer and the plain sum: backward has freed each step's graph buffers,
+        # so the step's tensors are kept as they are and detached once, at the end.
+        # Per-task optimizers and the other methods retain the graph: detach right away.
+        detach_now = self.per_task_optimizers or not self._fast
         x, y = chunk["x"], chunk["y"]
         shares = chunk.global_rows  # None with one process
         records = []
@@ -361,7 +428,7 @@ class LightningMultitask(pl.LightningModule):
             if shares is None or shares[i] is None:
                 total = self._optimize(losses, steps)
             else:
-                total = self._optimize(self._rank_share(losses, blocks, shares[i]), steps)
+                total = self._optimize(self._rank_share(losses, blocks, shares[i]), steps, losses, shares[i])
             if detach_now:
                 losses = {t: v.detach() for t, v in losses.items()}
                 preds = {t: v.detach() for t, v in preds.items()}
@@ -413,6 +480,173 @@ class LightningMultitask(pl.LightningModule):
             for p in params:
                 p.grad = None
 
+    # ------------------------------------------------------ multi-task methods
+    def _world(self) -> int:
+        trainer = self._trainer
+        return trainer.world_size if trainer is not None else 1
+
+    def _task_partition(self, plain: Mapping[int, torch.Tensor], global_rows: Optional[Mapping[int, int]],
+                        world: int) -> Partition:
+        """The shared/task-specific split of the parameters, extended when new tasks appear."""
+        part = self.__dict__.get("_partition")
+        if part is None:
+            named = self.model.named_parameters() if self.shared else self.models.named_parameters()
+            part = self.__dict__["_partition"] = Partition(named)
+        part.update(plain, None if global_rows is None else list(global_rows), world)
+        return part
+
+    def _mtl_optimize(self, objectives: dict[int, torch.Tensor], steps: "_StepMachinery",
+                      plain: Mapping[int, torch.Tensor], global_rows: Optional[Mapping[int, int]]) -> torch.Tensor:
+        """One update with ``mtl_method`` acting on the shared parameters (see ``core_code.mtl``)."""
+        world = self._world()
+        part = self._task_partition(plain, global_rows, world)
+        method = self.mtl_method
+        tasks = sorted(objectives)
+        if method.needs_tasks and method.tasks is None:
+            if getattr(method, "creates_parameters", False):
+                raise ConfigError(f"mtl_method {method.name!r} learns per-task parameters, so its tasks must be "
+                                  "known before the optimizer is built: give a task-specific training value, "
+                                  "per-task models, or train with a DataModule")
+            method.setup(self.tasks or tasks)
+        self._mtl_updates += 1
+        diag = self.diagnostics_every is not None and self._mtl_updates % self.diagnostics_every == 0
+        if self.per_task_optimizers:
+            return self._mtl_per_task(objectives, tasks, part, steps, diag, world)
+        if method.kind == "linear":
+            return self._mtl_linear(objectives, tasks, part, steps, diag, world)
+        return self._mtl_gradient(objectives, tasks, part, steps, diag, world)
+
+    @staticmethod
+    def _flat(params: Sequence[torch.Tensor], grads: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+        return torch.cat([p.new_zeros(p.numel()) if g is None else g.reshape(-1) for p, g in zip(params, grads)])
+
+    def _task_grads(self, objectives: Mapping[int, torch.Tensor], tasks: Sequence[int],
+                    params: Sequence[torch.Tensor], world: int, retain_last: bool = True) -> torch.Tensor:
+        """(T, sum of numels): each task's gradient of its objective over ``params``, averaged over ranks."""
+        if not params:
+            ref = objectives[tasks[0]]
+            return ref.new_zeros((len(tasks), 0))
+        rows = []
+        for i, t in enumerate(tasks):
+            retain = retain_last or i < len(tasks) - 1
+            grads = torch.autograd.grad(objectives[t], params, retain_graph=retain, allow_unused=True)
+            rows.append(self._flat(params, grads))
+        G = torch.stack(rows)
+        if world > 1:
+            torch.distributed.all_reduce(G)
+            G.div_(world)
+        return G
+
+    def _mean_objectives(self, objectives: Mapping[int, torch.Tensor], tasks: Sequence[int],
+                         world: int) -> torch.Tensor:
+        """(T,) detached objectives, averaged over ranks (the global batch's under DDP)."""
+        obj = torch.stack([objectives[t].detach() for t in tasks])
+        if world > 1:
+            obj = obj.clone()
+            torch.distributed.all_reduce(obj)
+            obj.div_(world)
+        return obj
+
+    @staticmethod
+    def _assign(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
+        """Set each parameter's ``.grad`` to its slice of ``flat``."""
+        start = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[start:start + n].view_as(p).clone()
+            start += n
+
+    def _mtl_linear(self, objectives: dict[int, torch.Tensor], tasks: list[int], part: Partition,
+                    steps: "_StepMachinery", diag: bool, world: int) -> torch.Tensor:
+        """One optimizer, a loss-weighting method: backward of sum_t w_t L_t, task-specific grads unweighted."""
+        G = self._task_grads(objectives, tasks, part.shared, world) if diag else None
+        obj = torch.stack([objectives[t] for t in tasks])
+        steps.raw[0].zero_grad(set_to_none=True)
+        total, w = self.mtl_method.loss(obj, tasks)
+        steps.backward(total)
+        if part.has_own:  # task-specific parameters got w_t g_t: make it g_t (w_t > 0)
+            for i, t in enumerate(tasks):
+                for p in part.own.get(t, ()):
+                    if p.grad is not None:
+                        p.grad.div_(w[i].to(p.grad.dtype))
+        if diag:
+            self._diagnostics.record(G, tasks, part.layers, w)
+        steps.step(0)
+        return total.detach()
+
+    def _mtl_gradient(self, objectives: dict[int, torch.Tensor], tasks: list[int], part: Partition,
+                      steps: "_StepMachinery", diag: bool, world: int) -> torch.Tensor:
+        """One optimizer, a gradient method: task gradients (averaged over ranks), combined on the shared part."""
+        shared_ids = part.shared_ids
+        rest = [p for p in part.params if id(p) not in shared_ids]
+        params = part.shared + rest
+        full = self._task_grads(objectives, tasks, params, world, retain_last=False)
+        obj = self._mean_objectives(objectives, tasks, world)
+        G = full[:, :part.n_shared]
+        method = self.mtl_method
+        d = method.directions(G, obj, tasks) if part.n_shared else G.new_zeros(0)
+        if d.dim() == 2:
+            d = d.sum(dim=0)
+        steps.raw[0].zero_grad(set_to_none=True)
+        self._assign(part.shared, d)
+        self._assign(rest, full[:, part.n_shared:].sum(dim=0))  # task-specific: the plain task gradients
+        if diag:
+            self._diagnostics.record(G, tasks, part.layers, method.last_weights)
+        steps.step(0)
+        return obj.sum()
+
+    def _mtl_per_task(self, objectives: dict[int, torch.Tensor], tasks: list[int], part: Partition,
+                      steps: "_StepMachinery", diag: bool, world: int) -> torch.Tensor:
+        """Per-task optimizers: each task's own gradient, its shared part modified by the method."""
+        method = self.mtl_method
+        method_ids = {id(p) for p in method.parameters()}
+        grads: dict[int, dict[int, torch.Tensor]] = {}
+        last = len(self.optimizer_tasks) - 1
+        for i, t in enumerate(self.optimizer_tasks):
+            params = [p for p in steps.params[i] if id(p) not in method_ids]
+            if t in objectives:
+                gs = torch.autograd.grad(objectives[t], params, retain_graph=i < last,
+                                         allow_unused=True)
+            else:
+                gs = [None] * len(params)
+            flat = self._flat(params, gs)
+            if world > 1:  # gradients bypass DDP's hooks here: average them by hand
+                torch.distributed.all_reduce(flat)
+                flat.div_(world)
+            grads[t] = {}
+            start = 0
+            for p in params:
+                grads[t][id(p)] = flat[start:start + p.numel()].view_as(p)
+                start += p.numel()
+        obj = self._mean_objectives(objectives, tasks, world)
+        G = None
+        if part.shared and tasks:
+            G = torch.stack([torch.cat([grads[t][id(p)].reshape(-1) if id(p) in grads[t]
+                                        else p.new_zeros(p.numel()) for p in part.shared]) for t in tasks])
+            D = method.directions(G, obj, tasks)
+            for r, t in enumerate(tasks):
+                start = 0
+                for p in part.shared:
+                    if id(p) in grads[t]:
+                        grads[t][id(p)] = D[r, start:start + p.numel()].view_as(p)
+                    start += p.numel()
+        own_params = list(method.parameters())
+        if own_params and tasks:  # the method's own parameters (uw's log-variances), at the objectives' values
+            total, _ = method.loss(obj, tasks)
+            for p, g in zip(own_params, torch.autograd.grad(total, own_params, allow_unused=True)):
+                p.grad = torch.zeros_like(p) if g is None else g
+        if diag:
+            self._diagnostics.record(G, tasks, part.layers, method.last_weights)
+        for i, t in enumerate(self.optimizer_tasks):
+            params = steps.params[i]
+            for p in params:
+                if id(p) not in method_ids:
+                    p.grad = grads[t][id(p)].clone()
+            steps.step(i)
+            for p in params:
+                p.grad = None
+        return obj.sum()
+
     def _step_machinery(self) -> "_StepMachinery":
         """The optimizers and how to step them, built once per fit (see ``_StepMachinery``)."""
         trainer = self._trainer
@@ -426,6 +660,7 @@ class LightningMultitask(pl.LightningModule):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_steps_cache", None)  # holds the trainer and its optimizer wrappers
+        state.pop("_partition", None)
         return state
 
     # ----------------------------------------------------------- evaluation

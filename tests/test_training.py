@@ -216,7 +216,8 @@ def test_task_mismatch_between_data_and_models():
 @pytest.mark.parametrize("key,value,msg", [
     ("update_rule", "RMS", "known update rules: Adam, AdamW, SGD, custom"),
     ("criterion", "L1", "known criteria"),
-    ("loss_aggregation", "max", "known: mean, sum"),
+    ("mtl_method", "max", "known: cagrad, custom"),
+    ("loss_aggregation", "sum", "replaced by .mtl_method."),
     ("learning_rate", -1, "'learning_rate' must be a number >= 0"),
 ])
 def test_bad_training_values_fail_at_construction(key, value, msg):

@@ -62,7 +62,11 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-4,
     "batching_strategy": "data_deterministic",
     "batching_callback": None,
-    "loss_aggregation": "sum",
+    # How task losses/gradients become an update: a name or (name, {option: value}); see core_code/mtl.
+    "mtl_method": "sum",
+    "mtl_method_callback": None,
+    # Task-gradient diagnostics every N optimizer steps (None: off, no cost); see core_code/mtl/diagnostics.py.
+    "diagnostics_every_n_steps": None,
     # Optimizer steps per Lightning step: 1, K, or 'epoch' (see README "Performance").
     "steps_per_chunk": 1,
 }
@@ -70,6 +74,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 # Keys the original accepted that have no meaning here, with the reason.
 TRAINING_REMOVED_KEYS: dict[str, str] = {
     "num_workers": "batches are cut from in-memory tensors in the main process; there are no loader workers",
+    "loss_aggregation": "replaced by 'mtl_method' (the same values 'sum', 'mean', and more methods)",
 }
 
 
