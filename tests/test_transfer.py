@@ -117,3 +117,13 @@ def test_end_to_end_tiny_grid_runs_and_produces_plot_and_table(tmp_path, capsys)
     # resumable like any grid: a rerun skips the finished points
     assert tr.main(argv) == 0
     assert capsys.readouterr().out.count("already done, skipped") == 8
+
+
+def test_compare_draws_grids_side_by_side(tmp_path, capsys):
+    _grid(tmp_path, {(16, lr, 0): v for lr, v in ((0.1, 0.5), (0.01, 0.3))})
+    out = tmp_path / "docs" / "cmp"
+    assert tr.main(["--compare", TAG, TAG, "--out", str(out), "--runs_dir", str(tmp_path)]) == 0
+    assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".pdf").exists()
+    assert capsys.readouterr().out.count("drift exponent") == 2
+    with pytest.raises(SystemExit):
+        tr.main(["--compare", TAG])  # needs --out

@@ -21,6 +21,9 @@ failed or unfinished points are left out.
 [--epochs N] [--f_true sine] [--depth 3]`` builds the ``transfer`` experiment's manager
 with these overrides, runs its grid (resumable: rerun the same command to finish it) and
 then analyses it. The same grid runs on a cluster with ``EXPERIMENT=transfer``.
+
+``python -m experiments.analysis.transfer --compare TAG_A TAG_B --out docs/transfer_x``
+draws several grids side by side (shared y axis) and prints each one's table.
 """
 
 from __future__ import annotations
@@ -153,16 +156,12 @@ def write_best_csv(best: dict[float, tuple[float, float, Optional[float], int]],
     return path
 
 
-def plot_transfer(results: Sequence[Result], out_stem: Path, title: str, metric: str = "final",
-                  task: int = 0) -> list[Path]:
-    """Loss against learning rate, one line per width (mean ± std over seeds), log axes; PNG and PDF."""
+def _draw(ax: Any, results: Sequence[Result], title: str, metric: str, task: int) -> None:
+    """Loss against learning rate on ``ax``: one line per width, mean ± std over seeds, best lr starred."""
     from matplotlib import colormaps
-    from matplotlib.figure import Figure
 
     table = loss_table(results)
     best = best_learning_rates(results)
-    fig = Figure(figsize=(6.4, 4.6))
-    ax = fig.add_subplot()
     cmap = colormaps["viridis"]
     widths = sorted(table)
     for k, width in enumerate(widths):
@@ -172,10 +171,9 @@ def plot_transfer(results: Sequence[Result], out_stem: Path, title: str, metric:
         color = cmap(k / max(len(widths) - 1, 1))
         lrs = sorted(row)
         errs = [row[lr][1] or 0.0 for lr in lrs]
-        means = [row[lr][0] for lr in lrs]
         n = max(v[2] for v in row.values())
-        ax.errorbar(lrs, means, yerr=errs if any(errs) else None, fmt="o-", color=color, capsize=3,
-                    markersize=4, label=f"width {width:g}" + (f" (n={n})" if n > 1 else ""))
+        ax.errorbar(lrs, [row[lr][0] for lr in lrs], yerr=errs if any(errs) else None, fmt="o-", color=color,
+                    capsize=3, markersize=4, label=f"width {width:g}" + (f" (n={n})" if n > 1 else ""))
         if width in best:
             ax.plot([best[width][0]], [best[width][1]], "*", color=color, markersize=14, markeredgecolor="k")
     ax.set_xscale("log")
@@ -185,13 +183,51 @@ def plot_transfer(results: Sequence[Result], out_stem: Path, title: str, metric:
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _save(fig: Any, out_stem: Path) -> list[Path]:
     fig.tight_layout()
     written = []
     for ext in ("png", "pdf"):
-        path = out_stem.with_suffix(f".{ext}")
+        path = Path(out_stem).with_suffix(f".{ext}")
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
         written.append(path)
     return written
+
+
+def plot_transfer(results: Sequence[Result], out_stem: Path, title: str, metric: str = "final",
+                  task: int = 0) -> list[Path]:
+    """Loss against learning rate, one line per width (mean ± std over seeds), log axes; PNG and PDF."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.6))
+    _draw(fig.add_subplot(), results, title, metric, task)
+    return _save(fig, out_stem)
+
+
+def _title(runs_dir: Path | str, tag: str, results: Sequence[Result], drift: Optional[float], metric: str) -> str:
+    seeds = len({r[2] for r in results})
+    return (f"{grid_label(runs_dir, tag)}: {metric} validation loss vs learning rate ({tag})\n"
+            f"mean ± std over {seeds} seed(s); best-lr drift exponent " + ("-" if drift is None else f"{drift:+.2f}"))
+
+
+def compare(runs_dir: Path | str, tags: Sequence[str], out_stem: Path, metric: str = "final",
+            task: int = 0) -> tuple[list[Path], str]:
+    """The transfer plots of several grids side by side (e.g. muP vs SP), one shared y range; files and text."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * len(tags), 4.4))
+    axes = fig.subplots(1, len(tags), sharey=True, squeeze=False)[0]
+    texts = []
+    for ax, tag in zip(axes, tags):
+        results = read_results(runs_dir, tag, metric, task)
+        best = best_learning_rates(results)
+        drift = drift_exponent({w: v[0] for w, v in best.items()})
+        _draw(ax, results, _title(runs_dir, tag, results, drift, metric), metric, task)
+        texts.append(f"{grid_label(runs_dir, tag)} ({tag}), {len(results)} finished points\n"
+                     + format_best_table(best, drift, metric))
+    return _save(fig, out_stem), "\n\n".join(texts)
 
 
 def analyse(runs_dir: Path | str, tag: str, metric: str = "final", task: int = 0,
@@ -201,15 +237,12 @@ def analyse(runs_dir: Path | str, tag: str, metric: str = "final", task: int = 0
     best = best_learning_rates(results)
     drift = drift_exponent({w: v[0] for w, v in best.items()})
     root = RunDir(runs_dir, tag).root
-    label = grid_label(runs_dir, tag)
-    seeds = len({s for *_, s, _ in results}) if results else 0
-    title = (f"{label}: {metric} validation loss vs learning rate ({tag})\n"
-             f"mean ± std over {seeds} seed(s); best lr drift exponent "
-             + ("-" if drift is None else f"{drift:+.2f}"))
     files = [write_best_csv(best, drift, root / "transfer.csv")]
     if results:
-        files += plot_transfer(results, out_stem or root / "transfer", title, metric, task)
-    text = f"{label} ({tag}), {len(results)} finished points\n" + format_best_table(best, drift, metric)
+        files += plot_transfer(results, out_stem or root / "transfer", _title(runs_dir, tag, results, drift, metric),
+                               metric, task)
+    text = f"{grid_label(runs_dir, tag)} ({tag}), {len(results)} finished points\n" + format_best_table(
+        best, drift, metric)
     return {"best": best, "drift": drift, "files": files, "text": text}
 
 
@@ -261,6 +294,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--metric", choices=METRICS, default="final", help="final (default) or best validation loss")
     parser.add_argument("--task", type=int, default=0, help="the task whose loss is compared (default 0)")
     parser.add_argument("--out", type=Path, help="write the plot to OUT.png/.pdf instead of runs/TAG/transfer")
+    parser.add_argument("--compare", nargs="+", metavar="TAG",
+                        help="draw these grids' transfer plots side by side into --out (e.g. a muP and an SP TAG)")
     run = parser.add_argument_group("running the grid (--run)")
     run.add_argument("--run", action="store_true", help="run the transfer experiment's grid first")
     run.add_argument("--tag", dest="tag_opt", metavar="TAG", help="the TAG to run into (same as the positional)")
@@ -274,6 +309,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("--f_true", help="target function (default: configs.py's)")
     run.add_argument("--wandb", default="disabled", choices=("online", "offline", "disabled"))
     args = parser.parse_args(argv)
+    if args.compare:
+        if args.out is None:
+            parser.error("--compare needs --out")
+        try:
+            files, text = compare(args.runs_dir, args.compare, args.out, args.metric, args.task)
+        except FileNotFoundError as err:
+            print(f"transfer: {err}", file=sys.stderr)
+            return 1
+        print(text)
+        print("wrote " + ", ".join(str(f) for f in files))
+        return 0
     tag = args.tag_opt or args.tag
     if args.run:
         if tag is None:
