@@ -294,7 +294,8 @@ def read_table(path: PathLike, data_columns: Any, where: str) -> _Table:
     table = read_npz(full, where) if full.suffix.lower() == ".npz" else read_csv(full, data_columns, where)
     for name in ("x", "y"):
         a = getattr(table, name)
-        a32 = a.astype(np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
+            a32 = a.astype(np.float32)
         bad = np.flatnonzero(~np.isfinite(a).all(axis=1) | ~np.isfinite(a32).all(axis=1))
         if len(bad):
             raise ConfigError(f"{where}: {full} has NaN/inf (or beyond float32) values in {name!r} at "
