@@ -51,7 +51,7 @@ MTL_SCHEDULERS=(slurm lsf)
 MTL_SETTING_KEYS=(
   SSH_HOST SSH_OPTS REMOTE_DIR REMOTE_VENV PYTHON SCHEDULER MODULE_LOADS EXPERIMENT
   TRAINER_ARGS WANDB TIME CPUS MEM GPUS NODES TASKS_PER_NODE ARRAY_THROTTLE
-  PARTITION QUEUE EXTRA_SBATCH EXTRA_BSUB
+  PARTITION QUEUE EXTRA_SBATCH EXTRA_BSUB POINTS_PER_TASK VECTORIZE
 )
 
 # Exclusions of the code sync (rsync): environments, outputs, caches, VCS data.
@@ -166,7 +166,7 @@ mtl_settings_defaults() {
   SSH_HOST='' SSH_OPTS=() REMOTE_DIR='' REMOTE_VENV='' PYTHON=python3 SCHEDULER=slurm
   MODULE_LOADS=() EXPERIMENT=compositeSine TRAINER_ARGS=() WANDB='' TIME=04:00:00 CPUS=1
   MEM=4G GPUS=0 NODES=1 TASKS_PER_NODE=1 ARRAY_THROTTLE='' PARTITION='' QUEUE=''
-  EXTRA_SBATCH=() EXTRA_BSUB=()
+  EXTRA_SBATCH=() EXTRA_BSUB=() POINTS_PER_TASK=1 VECTORIZE=0
 }
 
 # mtl_settings_path REPO [EXPLICIT]: the settings file to use: --settings, else
@@ -225,6 +225,10 @@ mtl_validate_common_settings() {
     '' | online | offline | disabled) ;;
     *) mtl_die 2 "WANDB=${WANDB@Q} in $f: use online, offline, disabled or leave it empty (main.py's default)" ;;
   esac
+  [[ $POINTS_PER_TASK =~ ^[1-9][0-9]*$ ]] \
+    || mtl_die 2 "POINTS_PER_TASK=${POINTS_PER_TASK@Q} in $f: give a whole number >= 1 (grid points run by one array element / one local task)"
+  [[ $VECTORIZE == [01] ]] \
+    || mtl_die 2 "VECTORIZE=${VECTORIZE@Q} in $f: use 1 (main.py --vectorize) or 0"
 }
 
 # mtl_validate_remote_dir FILE: REMOTE_DIR (already of allowed characters) must name a
@@ -349,6 +353,7 @@ mtl_main_extra_args() {
   MTL_MAIN_EXTRA=()
   if ((${#TRAINER_ARGS[@]})); then MTL_MAIN_EXTRA+=(--config_trainer "${TRAINER_ARGS[@]}"); fi
   if [[ -n $WANDB ]]; then MTL_MAIN_EXTRA+=(--wandb "$WANDB"); fi
+  if ((VECTORIZE)); then MTL_MAIN_EXTRA+=(--vectorize); fi
 }
 
 # --------------------------------------------------------------------- remote paths
@@ -406,6 +411,25 @@ mtl_index_ranges() {
 }
 mtl_count_indices() { tr ',' '\n' <<<"$1" | sed '/^$/d' | sort -n -u | wc -l | tr -d ' '; }
 
+# ------------------------------------------------------------- packed array elements
+# POINTS_PER_TASK=K: one array element (or one local task) runs K grid points, in one
+# main.py call. The --num_config values of the elements, one per line, element 1 first:
+# mtl_pack_range N K: K consecutive points each: 1-K, K+1-2K, ..., the last shorter (one
+#   point alone is just its index), e.g. N=5 K=2 -> 1-2 3-4 5
+# mtl_pack_list LIST K: the indices of LIST (sorted, unique) in comma lists of K, e.g.
+#   LIST=3,7,9 K=2 -> 3,7 9 (main.py --missing's list, resubmitted packed)
+mtl_pack_range() {
+  local n=$1 k=$2 a b
+  for ((a = 1; a <= n; a += k)); do
+    b=$((a + k - 1 < n ? a + k - 1 : n))
+    if ((a == b)); then printf '%s\n' "$a"; else printf '%s-%s\n' "$a" "$b"; fi
+  done
+}
+mtl_pack_list() {
+  tr ',' '\n' <<<"$1" | sed '/^$/d' | sort -n -u | paste -sd, - \
+    | awk -F, -v k="$2" '{ for (i = 1; i <= NF; i++) printf "%s%s", $i, (i % k == 0 || i == NF) ? "\n" : "," }'
+}
+
 # ----------------------------------------------------------------- template rendering
 # mtl_render TEMPLATE_FILE NAME=VALUE...: replace each {{NAME}} by VALUE (literally);
 # fails if a placeholder is left.
@@ -426,10 +450,44 @@ mtl_mem_mb() {  # 4G -> 4096 (Slurm's units; no unit = MB)
   case $u in K) echo $(((n + 1023) / 1024)) ;; '' | M) echo "$n" ;; G) echo $((n * 1024)) ;; T) echo $((n * 1024 * 1024)) ;; esac
 }
 
-# mtl_job_script REPO TAG SCRIPT_DIR: the job script for the current settings on stdout.
-# SCRIPT_DIR is where it and the scheduler logs go, relative to REMOTE_DIR.
+# mtl_num_config_setup [SPEC...]: the job-script lines that set NUM_CONFIG (main.py
+# --num_config) from ARRAY_INDEX. Without SPECs one point per element: NUM_CONFIG is the
+# array index. With SPECs (packed, POINTS_PER_TASK > 1) element e runs SPEC number e: the
+# SPECs are written into the script as the bash array NUM_CONFIGS (index e-1), each quoted
+# ("3,7": commas inside one entry).
+# shellcheck disable=SC2016  # the $... in single quotes are lines of the job script, expanded there
+mtl_num_config_setup() {
+  if ((!$#)); then
+    printf '%s\n' 'NUM_CONFIG=$ARRAY_INDEX   # one grid point per array element: its index'
+    return
+  fi
+  local line='' w lines=()
+  for w; do   # the literal wrapped at about 90 characters
+    w="\"$w\""
+    if ((${#line} + ${#w} > 88)) && [[ -n $line ]]; then lines+=("$line"); line=''; fi
+    line+=${line:+ }$w
+  done
+  lines+=("$line")
+  printf '# POINTS_PER_TASK=%s: array element e runs the grid points NUM_CONFIGS[e-1], in one\n' "$POINTS_PER_TASK"
+  printf '%s\n' "# main.py call (--num_config a-b: points a to b; a,b,c: those points; a: point a)." \
+    "NUM_CONFIGS=("
+  printf '  %s\n' "${lines[@]}"
+  printf '%s\n' ")" \
+    'if ((ARRAY_INDEX > ${#NUM_CONFIGS[@]})); then' \
+    '  echo "error: array index $ARRAY_INDEX: this job array has ${#NUM_CONFIGS[@]} elements" >&2' \
+    '  exit 2' \
+    'fi' \
+    'NUM_CONFIG=${NUM_CONFIGS[ARRAY_INDEX - 1]}'
+}
+
+# mtl_job_script REPO TAG SCRIPT_DIR [SPEC...]: the job script for the current settings on
+# stdout. SCRIPT_DIR is where it and the scheduler logs go, relative to REMOTE_DIR. SPECs:
+# the --num_config of each array element when packed (see mtl_num_config_setup).
 mtl_job_script() {
-  local repo=$1 tag=$2 logdir=$3 d=() x launcher='' py ntasks
+  local repo=$1 tag=$2 logdir=$3 d=() x launcher='' py ntasks element
+  shift 3
+  element='one grid point'
+  (($#)) && element="up to $POINTS_PER_TASK grid points"
   ntasks=$((NODES * TASKS_PER_NODE))
   if [[ $SCHEDULER == slurm ]]; then
     d+=("--job-name=$tag" "--output=$logdir/slurm-%A_%a.out" --open-mode=append "--time=$TIME"
@@ -465,13 +523,14 @@ module load $(mtl_quote "${MODULE_LOADS[@]}") || { echo 'error: module load fail
   local extra=''
   ((${#MTL_MAIN_EXTRA[@]})) && extra=" $(mtl_quote "${MTL_MAIN_EXTRA[@]}")"
   mtl_render "$repo/bash_files/templates/$SCHEDULER.sh.tmpl" \
-    "TAG=$tag" "EXPERIMENT=$EXPERIMENT" \
+    "TAG=$tag" "EXPERIMENT=$EXPERIMENT" "ELEMENT_POINTS=$element" \
+    "NUM_CONFIG_SETUP=$(mtl_num_config_setup "$@")" \
     "DIRECTIVES=$(printf '%s\n' "${d[@]}")" \
     "MODULE_SETUP=$modules" \
     "WORKDIR=$(mtl_remote_path_expr "$REMOTE_DIR")" \
     "ARRAY_INDEX_VAR=${MTL_SCHEDULER_MAP[$SCHEDULER.array_index_var]}" \
     "JOB_ID_EXPR=${MTL_SCHEDULER_MAP[$SCHEDULER.job_id_expr]}" \
-    "COMMAND=${launcher}$py main.py --experiment $EXPERIMENT --experimentbatch_name $tag --num_config \"\$ARRAY_INDEX\"$extra"
+    "COMMAND=${launcher}$py main.py --experiment $EXPERIMENT --experimentbatch_name $tag --num_config \"\$NUM_CONFIG\"$extra"
 }
 
 # ------------------------------------------------------------- remote side (on cluster)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run_remote.sh - run the grid of an experiment on a cluster as ONE job array (one element
-# per grid point), over ssh: Slurm (sbatch --array) or LSF (bsub -J "TAG[...]").
+# per grid point, or per POINTS_PER_TASK points), over ssh: Slurm (sbatch --array) or LSF
+# (bsub -J "TAG[...]").
 #
 # Usage: bash bash_files/run_remote.sh TAG [--missing] [--dry-run] [--settings FILE] [--experiment NAME]
 #   TAG              name of this batch of runs: results go to runs/TAG/ (letters, digits, . _ -)
@@ -26,7 +27,9 @@
 #           REMOTE_VENV names one; pre_main.py (as in step 0) -> grid size N;
 #           if runs/TAG exists: main.py --missing TAG (refuses a TAG used with another grid)
 #        4. write runs/TAG/cluster/job-<time>.sh on HOST and submit it as an array 1-N[%K]
-#           (or the missing indices); scheduler logs go next to it.
+#           (or the missing indices); scheduler logs go next to it. With POINTS_PER_TASK=K
+#           > 1 the array is 1-E, E = ceil(N/K) (or ceil(missing/K)): element e runs K
+#           points in one main.py call, --num_config a-b (with --missing: a,b,c).
 # Exit codes: 0 ok (also: --missing with nothing missing), 1 a remote step or the submission
 # failed, 2 bad input (usage, TAG, settings, TRAINER_ARGS, experiment, zero grid points, TAG
 # used with another grid, jobs of TAG still queued, a missing tool), 3 HOST unreachable. On any error nothing is submitted.
@@ -141,10 +144,29 @@ else
   ((GRID_SIZE == 1)) && INDICES=1
   N_ELEMENTS=$GRID_SIZE
 fi
+# POINTS_PER_TASK=K > 1: packed elements, each running K of those points in one main.py
+# call; element e runs CHUNKS[e-1] (written into the job script), the array is 1-E.
+CHUNKS=() PACKED=''
+if ((POINTS_PER_TASK > 1)); then
+  PACKED=", up to $POINTS_PER_TASK grid points each (POINTS_PER_TASK=$POINTS_PER_TASK)"
+  if ((MISSING)) && [[ $TAG_STATE == existing ]]; then
+    mapfile -t CHUNKS < <(mtl_pack_list "$MISSING_LIST" "$POINTS_PER_TASK")
+  elif [[ $GRID_SIZE != N ]]; then
+    mapfile -t CHUNKS < <(mtl_pack_range "$GRID_SIZE" "$POINTS_PER_TASK")
+  fi
+  if ((${#CHUNKS[@]})); then
+    N_ELEMENTS=${#CHUNKS[@]} INDICES=1-${#CHUNKS[@]}
+    ((N_ELEMENTS == 1)) && INDICES=1
+  else   # a dry run that cannot count the grid (or the missing points)
+    N_ELEMENTS=E INDICES=1-E
+    CHUNKS=("<E entries: the grid points, $POINTS_PER_TASK per element, known at submission>")
+    PACKED+="; E: the number of elements, known at submission"
+  fi
+fi
 THROTTLE=${ARRAY_THROTTLE:+%$ARRAY_THROTTLE}
 
 # --------------------------------------------------------------------- job script + submit
-JOB_SCRIPT=$(mtl_job_script "$REPO" "$TAG" "$LOG_DIR")
+JOB_SCRIPT=$(mtl_job_script "$REPO" "$TAG" "$LOG_DIR" "${CHUNKS[@]}")
 if [[ $SCHEDULER == slurm ]]; then
   SUBMIT=(sbatch --parsable "--array=$INDICES$THROTTLE" "$JOB_REL")
   SUBMIT_STR=$(mtl_quote "${SUBMIT[@]}")
@@ -156,7 +178,7 @@ CMD_SUBMIT=("${MTL_SSH[@]}" "$SSH_HOST" "$(remote_cmd "mkdir -p $(mtl_quote "$LO
 
 if ((DRY_RUN)); then
   echo "# run_remote.sh --dry-run: nothing was run. Scheduler $SCHEDULER, host $SSH_HOST, remote dir $REMOTE_DIR,"
-  echo "# experiment $EXPERIMENT: $GRID_SIZE grid point(s); submitting $N_ELEMENTS array element(s) ($INDICES$THROTTLE)."
+  echo "# experiment $EXPERIMENT: $GRID_SIZE grid point(s); submitting $N_ELEMENTS array element(s) ($INDICES$THROTTLE)$PACKED."
   [[ $GRID_SIZE == N ]] && echo "# (N: no local python to count the grid; the remote pre_main.py gives it)"
   echo "# ---- commands"
   echo "# 1. create the remote folder (fails fast when the host is unreachable; refuses / and the home folder)"
@@ -173,7 +195,7 @@ if ((DRY_RUN)); then
   exit 0
 fi
 
-mtl_info "[run_remote] submitting $N_ELEMENTS array element(s) ($INDICES$THROTTLE) of $TAG to $SCHEDULER on $SSH_HOST"
+mtl_info "[run_remote] submitting $N_ELEMENTS array element(s) ($INDICES$THROTTLE)of $TAG to $SCHEDULER on $SSH_HOST$PACKED"
 out=$(printf '%s\n' "$JOB_SCRIPT" | "${CMD_SUBMIT[@]}") && rc=0 || rc=$?
 if ((rc != 0)); then
   [[ -n $out ]] && printf '%s\n' "$out" >&2
@@ -196,7 +218,7 @@ else
   LOGS="$REMOTE_DIR/$LOG_DIR/lsf-${JOB_ID}_<index>.out"
 fi
 cat <<EOF
-Submitted $TAG: $SCHEDULER job array $JOB_ID on $SSH_HOST, $N_ELEMENTS element(s) ($INDICES$THROTTLE) of experiment $EXPERIMENT.
+Submitted $TAG: $SCHEDULER job array $JOB_ID on $SSH_HOST, $N_ELEMENTS element(s) ($INDICES$THROTTLE) of experiment $EXPERIMENT$PACKED.
 job id: $JOB_ID
 watch:  $WATCH
 status: $STATUS_CMD

@@ -32,8 +32,13 @@ TRAINER_ARGS=(                 # passed as main.py --config_trainer key:value ..
 WANDB=''                       # online | offline | disabled; empty: main.py's default. Compute nodes
                                # often have no internet: use offline and fetch_results.sh brings the
                                # runs back (then: wandb sync wandb/offline-run-*)
+POINTS_PER_TASK=1              # grid points per array element (and per run_local.sh task), run one
+                               # after another in ONE main.py call (--num_config a-b): K=4 makes an
+                               # array of ceil(N/4) elements; TIME must then cover 4 points. Many
+                               # short points: fewer, longer jobs (less queueing, one start-up)
+VECTORIZE=0                    # 1: main.py --vectorize (trains the points of one call together)
 
-# ---- resources of EACH array element (one grid point) -----------------------------------
+# ---- resources of EACH array element (POINTS_PER_TASK grid points) ----------------------
 TIME=04:00:00                  # HH:MM:SS or D-HH:MM:SS (LSF: rounded up to whole minutes)
 CPUS=4                         # cores per task (Slurm --cpus-per-task; LSF -n)
 MEM=8G                         # memory per node (Slurm --mem; LSF: divided per core, rusage[mem=MB])

@@ -283,6 +283,17 @@ CASES = {
                       {"STUB_MISSING": "2,3,5,9", "STUB_GRID_SIZE": "12"}, True),
     "lsf_missing": ({"SCHEDULER": "lsf", "REMOTE_DIR": "/cluster/home/user/mtl", "REMOTE_VENV": None},
                     ["--missing"], {"STUB_MISSING": "4", "STUB_GRID_SIZE": "12"}, True),
+    # packed: POINTS_PER_TASK points per element (ranges; with --missing comma lists)
+    "slurm_packed": ({"REMOTE_DIR": "/cluster/home/user/mtl", "REMOTE_VENV": None, "POINTS_PER_TASK": 2, "VECTORIZE": 1},
+                     [], {"STUB_GRID_SIZE": "5"}, False),
+    "lsf_packed": ({"SCHEDULER": "lsf", "REMOTE_DIR": "/cluster/home/user/mtl", "REMOTE_VENV": None, "POINTS_PER_TASK": 4,
+                    "ARRAY_THROTTLE": ""}, [], {"STUB_GRID_SIZE": "8"}, False),
+    "slurm_missing_packed": ({"REMOTE_DIR": "/cluster/home/user/mtl", "REMOTE_VENV": "venvs/mtl",
+                             "POINTS_PER_TASK": 3, "VECTORIZE": 1},
+                             ["--missing"], {"STUB_MISSING": "9,2,3,5,7", "STUB_GRID_SIZE": "12"}, True),
+    "lsf_missing_packed": ({"SCHEDULER": "lsf", "REMOTE_DIR": "/cluster/home/user/mtl", "REMOTE_VENV": None,
+                           "POINTS_PER_TASK": 2},
+                           ["--missing"], {"STUB_MISSING": "3,7,9", "STUB_GRID_SIZE": "12"}, True),
 }
 
 
@@ -347,12 +358,13 @@ def test_dry_run_with_the_real_pre_main_refuses_a_trainer_arg_typo(tmp_path):
 
 
 # ------------------------------------------------------- the job scripts, run locally
-def render_job_script(sb: Sandbox, scheduler: str, stub_python: str) -> Path:
+def render_job_script(sb: Sandbox, scheduler: str, stub_python: str, *args: str, stub_env: dict | None = None,
+                      **settings) -> Path:
     venv = sb.tmp / "venv"
     write_exe(venv / "bin" / "python", stub_python)
     sb.remote.mkdir(exist_ok=True)
-    sb.write_settings(SCHEDULER=scheduler, REMOTE_VENV=str(venv), WANDB="disabled")
-    r = sb.remote_run("T", "--dry-run")
+    sb.write_settings(SCHEDULER=scheduler, REMOTE_VENV=str(venv), WANDB="disabled", **settings)
+    r = sb.remote_run("T", "--dry-run", *args, **(stub_env or {}))
     assert r.returncode == 0, r.stderr
     job = sb.tmp / f"{scheduler}-job.sh"
     job.write_text(split_dry_run(r.stdout)[1])
@@ -360,7 +372,7 @@ def render_job_script(sb: Sandbox, scheduler: str, stub_python: str) -> Path:
 
 
 ECHO_PYTHON = """#!/bin/bash
-printf '%s\\n' "$PWD" "$*" >"$STUB_ARGS"
+printf '%s\\n' "$PWD" "$*" "MTL_PROGRESS=${MTL_PROGRESS-unset}" >"$STUB_ARGS"
 """
 
 
@@ -371,11 +383,81 @@ def test_job_script_runs_its_array_index(sb, scheduler, index_var):
     r = subprocess.run(["bash", str(job)], capture_output=True, text=True, timeout=30,
                        env=sb.env(**{index_var: "2", "STUB_ARGS": args_file}))
     assert r.returncode == 0, r.stdout + r.stderr
-    cwd, args = args_file.read_text().splitlines()
+    cwd, args, progress = args_file.read_text().splitlines()
     assert cwd == str(sb.remote)
     assert args == ("main.py --experiment tinyTest --experimentbatch_name T --num_config 2 "
                     "--config_trainer max_epochs:3 accelerator:cpu --wandb disabled")
+    assert progress == "MTL_PROGRESS=lines"   # one line per epoch in the scheduler's log
     assert "main.py exited with status 0" in r.stdout
+
+
+PACKED_CASES = {
+    # name: (settings, extra args, stub env, local runs/T?, {array index: --num_config})
+    "range": ({"POINTS_PER_TASK": 2}, [], {"STUB_GRID_SIZE": 5}, False, {1: "1-2", 2: "3-4", 3: "5"}),
+    "range_vectorized": ({"POINTS_PER_TASK": 3, "VECTORIZE": 1}, [], {"STUB_GRID_SIZE": 3}, False, {1: "1-3"}),
+    "missing": ({"POINTS_PER_TASK": 2}, ["--missing"], {"STUB_MISSING": "9,3,7", "STUB_GRID_SIZE": 12}, True,
+                {1: "3,7", 2: "9"}),
+    "missing_one_chunk": ({"POINTS_PER_TASK": 4}, ["--missing"], {"STUB_MISSING": "2,4", "STUB_GRID_SIZE": 4},
+                          True, {1: "2,4"}),
+}
+
+
+@pytest.mark.parametrize("scheduler,index_var", [("slurm", "SLURM_ARRAY_TASK_ID"), ("lsf", "LSB_JOBINDEX")])
+@pytest.mark.parametrize("case", list(PACKED_CASES))
+def test_packed_job_script_maps_its_array_index_to_its_points(sb, scheduler, index_var, case):
+    """POINTS_PER_TASK=K: element e runs its K points in one main.py call (a-b; with --missing a,b,c)."""
+    settings, args, stub_env, state, expected = PACKED_CASES[case]
+    if state:
+        (sb.repo / "runs" / "T").mkdir(parents=True)
+        (sb.repo / "runs" / "T" / "manifest.json").write_text("{}")
+    job = render_job_script(sb, scheduler, ECHO_PYTHON, *args, stub_env=stub_env, **settings)
+    args_file = sb.tmp / "args.txt"
+    vectorize = " --vectorize" if settings.get("VECTORIZE") else ""
+    for index, num_config in expected.items():
+        r = subprocess.run(["bash", str(job)], capture_output=True, text=True, timeout=30,
+                           env=sb.env(**{index_var: str(index), "STUB_ARGS": args_file}))
+        assert r.returncode == 0, r.stdout + r.stderr
+        cwd, argv, progress = args_file.read_text().splitlines()
+        assert argv == (f"main.py --experiment tinyTest --experimentbatch_name T --num_config {num_config} "
+                        f"--config_trainer max_epochs:3 accelerator:cpu --wandb disabled{vectorize}")
+        assert (cwd, progress) == (str(sb.remote), "MTL_PROGRESS=lines")
+    args_file.unlink()
+    beyond = len(expected) + 1
+    r = subprocess.run(["bash", str(job)], capture_output=True, text=True, timeout=30,
+                       env=sb.env(**{index_var: str(beyond), "STUB_ARGS": args_file}))
+    assert r.returncode == 2
+    assert r.stderr == f"error: array index {beyond}: this job array has {len(expected)} elements\n"
+    assert not args_file.exists()
+
+
+@pytest.mark.parametrize("n,k,expected", [
+    (5, 2, "1-2 3-4 5"), (3, 2, "1-2 3"), (1, 3, "1"), (6, 3, "1-3 4-6"), (3, 1, "1 2 3"), (2, 5, "1-2"),
+])
+def test_pack_range(n, k, expected):
+    r = subprocess.run(["bash", "-c", f"source {REPO}/bash_files/lib.sh; mtl_pack_range {n} {k}"],
+                       capture_output=True, text=True)
+    assert r.stdout.split() == expected.split() and r.stderr == ""
+
+
+@pytest.mark.parametrize("given,k,expected", [
+    ("3,7,9", 2, "3,7 9"), ("9,3,7", 3, "3,7,9"), ("4", 3, "4"), ("1,2,3,4,5,6", 3, "1,2,3 4,5,6"),
+    ("10,2,2", 1, "2 10"),
+])
+def test_pack_list(given, k, expected):
+    r = subprocess.run(["bash", "-c", f'source {REPO}/bash_files/lib.sh; mtl_pack_list "$1" {k}', "_", given],
+                       capture_output=True, text=True)
+    assert r.stdout.split() == expected.split() and r.stderr == ""
+
+
+def test_packed_dry_run_without_a_local_python(sb):
+    """The grid size is unknown: E (the number of elements) stands for it."""
+    sb.write_settings(POINTS_PER_TASK=2)
+    r = sb.remote_run("T", "--dry-run", local_python=False)
+    assert r.returncode == 0, r.stderr
+    assert ("submitting E array element(s) (1-E%2), up to 2 grid points each (POINTS_PER_TASK=2); E: the number "
+            "of elements, known at submission.") in r.stdout
+    assert "sbatch --parsable --array=1-E%2 runs/T/cluster/job-" in r.stdout
+    assert "<E entries: the grid points, 2 per element, known at submission>" in r.stdout
 
 
 @pytest.mark.parametrize("scheduler,index_var", [("slurm", "SLURM_ARRAY_TASK_ID"), ("lsf", "LSB_JOBINDEX")])
@@ -489,6 +571,30 @@ def test_missing_resubmits_only_unfinished_points(sb):
     assert r.returncode == 0, r.stderr
     assert len(sb.submissions()) == 1 and sb.submissions()[0].startswith("sbatch --parsable --array=2%2 ")
     assert "1 element(s) (2%2)" in r.stdout
+
+
+@pytest.mark.usefixtures("needs_rsync")
+@pytest.mark.parametrize("scheduler", ["slurm", "lsf"])
+def test_packed_submission_and_missing(sb, scheduler):
+    """POINTS_PER_TASK=2: an array of ceil(N/2) elements; --missing packs the missing points the same way."""
+    sb.write_settings(SCHEDULER=scheduler, POINTS_PER_TASK=2)
+    r = sb.remote_run("T", STUB_GRID_SIZE=5)
+    assert r.returncode == 0, r.stderr
+    assert "3 element(s) (1-3%2) of experiment tinyTest, up to 2 grid points each (POINTS_PER_TASK=2)." in r.stdout
+    submitted = (sb.tmp / "submitted.sh").read_text()
+    assert 'NUM_CONFIGS=(\n  "1-2" "3-4" "5"\n)' in submitted
+    (sb.remote / "runs" / "T").mkdir(parents=True, exist_ok=True)
+    (sb.remote / "runs" / "T" / "manifest.json").write_text("{}")
+    r = sb.remote_run("T", "--missing", STUB_GRID_SIZE=5, STUB_MISSING="5,1,4")
+    assert r.returncode == 0, r.stderr
+    assert "2 element(s) (1-2%2) of experiment tinyTest" in r.stdout
+    submitted = (sb.tmp / "submitted.sh").read_text()
+    assert 'NUM_CONFIGS=(\n  "1,4" "5"\n)' in submitted
+    if scheduler == "slurm":
+        assert [c.split()[:3] for c in sb.submissions()] == [["sbatch", "--parsable", "--array=1-3%2"],
+                                                            ["sbatch", "--parsable", "--array=1-2%2"]]
+    else:
+        assert sb.submissions() == ["bsub -J T[1-3]%2", "bsub -J T[1-2]%2"]
 
 
 @pytest.mark.usefixtures("needs_rsync")
@@ -782,6 +888,11 @@ def test_remote_dir_that_resolves_to_home_or_root_on_the_cluster(sb, remote_dir)
     ("EXTRA_SBATCH", ["account=x"], "EXTRA_SBATCH/EXTRA_BSUB entry 'account=x'"),
     ("WANDB", "maybe", "WANDB='maybe'"),
     ("SOME_TYPO", "1", "unknown setting 'SOME_TYPO'"),
+    ("POINTS_PER_TASK", "0", "POINTS_PER_TASK='0' in <S>: give a whole number >= 1"),
+    ("POINTS_PER_TASK", "two", "POINTS_PER_TASK='two' in <S>: give a whole number >= 1"),
+    ("POINTS_PER_TASK", "", "POINTS_PER_TASK='' in <S>: give a whole number >= 1"),
+    ("VECTORIZE", "yes", "VECTORIZE='yes' in <S>: use 1 (main.py --vectorize) or 0"),
+    ("VECTORIZE", "2", "VECTORIZE='2' in <S>: use 1 (main.py --vectorize) or 0"),
 ])
 def test_bad_setting(sb, key, value, message):
     sb.write_settings(**{key: value})

@@ -18,7 +18,7 @@
 # 2 minutes before the run limit (sites may send it on preemption too). The run stops (at
 # worst losing the work since its last checkpoint); this shell then exits with 99, and
 # '-Q "99"' makes LSF requeue ONLY this element, which runs this script again: main.py
-# resumes from the checkpoint.
+# skips the element's finished grid points and resumes the interrupted one from its checkpoint.
 # Modules (settings MODULE_LOADS); 'module' may need the login profile in batch jobs.
 # shellcheck disable=SC1091  # /etc/profile is the cluster's own file, not one to check here
 type module >/dev/null 2>&1 || source /etc/profile
@@ -33,9 +33,11 @@ if [[ ! $ARRAY_INDEX =~ ^[1-9][0-9]*$ ]]; then
   echo "error: LSB_JOBINDEX='$ARRAY_INDEX': submit this script as a job array (bsub -J \"name[1-N]\")" >&2
   exit 2
 fi
+NUM_CONFIG=$ARRAY_INDEX   # one grid point per array element: its index
 
 export PYTHONUNBUFFERED=1
-RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer max_epochs:100 accelerator:gpu devices:1)
+export MTL_PROGRESS=lines   # main.py: one line per epoch in the log, no progress bar
+RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$NUM_CONFIG" --config_trainer max_epochs:100 accelerator:gpu devices:1)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 requeue=0
 # shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)

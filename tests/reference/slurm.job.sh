@@ -19,7 +19,8 @@
 # Preemption and time limit: --signal=B:USR1@90 sends SIGUSR1 to this shell 90 s before
 # the end. The shell passes it on to the run; Lightning's SLURMEnvironment then saves a
 # checkpoint and requeues ONLY this element (scontrol requeue <array job id>_<index>),
-# which later runs this script again and main.py resumes from the checkpoint.
+# which later runs this script again: main.py skips the element's finished grid points and
+# resumes the interrupted one from its checkpoint.
 # Modules (settings MODULE_LOADS); 'module' may need the login profile in batch jobs.
 # shellcheck disable=SC1091  # /etc/profile is the cluster's own file, not one to check here
 type module >/dev/null 2>&1 || source /etc/profile
@@ -34,9 +35,11 @@ if [[ ! $ARRAY_INDEX =~ ^[1-9][0-9]*$ ]]; then
   echo "error: SLURM_ARRAY_TASK_ID='$ARRAY_INDEX': submit this script as a job array (sbatch --array=1-N)" >&2
   exit 2
 fi
+NUM_CONFIG=$ARRAY_INDEX   # one grid point per array element: its index
 
 export PYTHONUNBUFFERED=1
-RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer max_epochs:100 max_time:00:08:00:00 --wandb offline)
+export MTL_PROGRESS=lines   # main.py: one line per epoch in the log, no progress bar
+RUN=(.venv/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$NUM_CONFIG" --config_trainer max_epochs:100 max_time:00:08:00:00 --wandb offline)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 child=''
 # shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)

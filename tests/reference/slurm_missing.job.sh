@@ -16,7 +16,8 @@
 # Preemption and time limit: --signal=B:USR1@90 sends SIGUSR1 to this shell 90 s before
 # the end. The shell passes it on to the run; Lightning's SLURMEnvironment then saves a
 # checkpoint and requeues ONLY this element (scontrol requeue <array job id>_<index>),
-# which later runs this script again and main.py resumes from the checkpoint.
+# which later runs this script again: main.py skips the element's finished grid points and
+# resumes the interrupted one from its checkpoint.
 
 set -euo pipefail
 cd /cluster/home/user/mtl
@@ -28,9 +29,11 @@ if [[ ! $ARRAY_INDEX =~ ^[1-9][0-9]*$ ]]; then
   echo "error: SLURM_ARRAY_TASK_ID='$ARRAY_INDEX': submit this script as a job array (sbatch --array=1-N)" >&2
   exit 2
 fi
+NUM_CONFIG=$ARRAY_INDEX   # one grid point per array element: its index
 
 export PYTHONUNBUFFERED=1
-RUN=(venvs/mtl/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$ARRAY_INDEX" --config_trainer max_epochs:3 accelerator:cpu)
+export MTL_PROGRESS=lines   # main.py: one line per epoch in the log, no progress bar
+RUN=(venvs/mtl/bin/python main.py --experiment tinyTest --experimentbatch_name T --num_config "$NUM_CONFIG" --config_trainer max_epochs:3 accelerator:cpu)
 echo "[$(date '+%F %T')] job $JOB_ID on $(hostname): ${RUN[*]}"
 child=''
 # shellcheck disable=SC2317,SC2329  # called by the trap (older and newer shellcheck codes)
