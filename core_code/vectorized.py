@@ -352,11 +352,16 @@ def _key_value(value: Any) -> Any:
     return repr(value)
 
 
+def per_task_optimizers(cfg: Mapping) -> bool:
+    """Does a training config train with one optimizer per task (as ``LightningMultitask``)?"""
+    return any(is_task_specific(cfg[k]) for k in ("update_rule", "learning_rate"))
+
+
 def check_members(configs_training: Sequence[Mapping]) -> list[dict]:
     """Complete the members' training configs; ConfigError unless they can share one ensemble.
 
-    They must agree on every key but ``MEMBER_KEYS`` (and on which of those are
-    task-specific, since that decides per-task optimizers), use a vectorizable update rule.
+    They must agree on every key but ``MEMBER_KEYS`` and on whether they use per-task
+    optimizers, and use a vectorizable update rule and task-loss aggregation.
     """
     cfgs = [init_config_training(**dict(c)) for c in configs_training]
     if not cfgs:
@@ -365,12 +370,13 @@ def check_members(configs_training: Sequence[Mapping]) -> list[dict]:
     for k, c in enumerate(cfgs[1:], 1):
         for key in first:
             if key in MEMBER_KEYS:
-                if is_task_specific(c[key]) != is_task_specific(first[key]):
-                    raise ConfigError(f"ensemble member {k}: training key '{key}' is task-specific in one member "
-                                      "and not in another; not vectorizable together")
-            elif _key_value(c[key]) != _key_value(first[key]):
+                continue
+            if _key_value(c[key]) != _key_value(first[key]):
                 raise ConfigError(f"ensemble member {k}: training key '{key}' is {c[key]!r}, member 0 has "
                                   f"{first[key]!r}; only {', '.join(MEMBER_KEYS)} may differ")
+    if len({per_task_optimizers(c) for c in cfgs}) > 1:
+        raise ConfigError("some members have per-task optimizers (task-specific update_rule or learning_rate) "
+                          "and others not; not vectorizable together")
     for c in cfgs:
         check_config(**c)
         _aggregator(c)
@@ -594,7 +600,7 @@ class VectorizedMultitask(pl.LightningModule):
         self.ensemble = StackedModel(models, impl)
         cfg = self.configs[0]
         self.config_tasks = check_config(**cfg)
-        self.per_task_optimizers = any(is_task_specific(cfg[k]) for k in ("update_rule", "learning_rate"))
+        self.per_task_optimizers = per_task_optimizers(cfg)
         self.aggregate = _aggregator(cfg)
         self.register_buffer("active", torch.ones(self.K, dtype=torch.bool))
         # first step at which a member's loss was not finite (-1: never) and its task

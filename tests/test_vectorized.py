@@ -1,0 +1,258 @@
+"""Vectorized grid points: K members trained as one ensemble equal K single runs.
+
+Contract: per-epoch losses (train, validation, in-domain) and final weights of every
+member equal the ordinary one-point path (``LightningMultitask`` + ``DataModule`` +
+``LoggingCallback``, seeded as ``BasicManager`` seeds a point) within
+
+- weights: max |w_vec - w_single| <= 1e-5 * max |w_single| per tensor (measured ~1e-7);
+- epoch losses: relative 1e-5 (measured ~1e-7).
+
+Tiny models (width 16, depth 3), a few epochs, CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from core_code.create_data import CreateData
+from core_code.create_model import create_model, resolve_architecture
+from core_code.lightning_multitask import LightningMultitask
+from core_code.util.config_extractions import ConfigError
+from core_code.util.default_config import init_config_data, init_config_training
+from core_code.util.lightning import DataModule
+from core_code.vectorized import StackedModel, VectorizedDataModule, VectorizedMultitask
+from experiments.logging import LoggingCallback
+from experiments.vectorize import describe_groups, group_points, train_group
+from tests.helpers import QUIET_TRAINER
+
+W_RTOL = 1e-5
+L_RTOL = 1e-5
+EPOCHS = 3
+
+logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+class Builder:
+    """The manager hooks train_group needs (BasicManager's defaults)."""
+
+    def make_data(self, config_data: dict):
+        return CreateData(**config_data)
+
+    def make_model(self, config_architecture: dict, data):
+        return create_model(**config_architecture)
+
+
+def point(seed: int = 1, width: int = 16, data_seed=None, arch=None, **training) -> dict:
+    """A resolved grid point: two tasks of sine data, an abcMLP, the given training values."""
+    data = init_config_data(d_in=1, d_out=1, f_true="sine", n_train={"task_0": 40, "task_1": 24}, n_val=32,
+                            n_test=16, x_max_train={"task_0": 0, "task_1": 1}, seed=data_seed)
+    a = dict(architecture_key="abcMLP", d_in=1, d_out=1, width=width, depth=3, parametrization="muP")
+    a.update(arch or {})
+    tr = dict(batch_size=16, update_rule="SGD", learning_rate=0.05, regularization_alpha=0.0)
+    tr.update(training)
+    return {"data": data, "architecture": resolve_architecture(**a), "training": init_config_training(**tr),
+            "custom": {"seed": seed, "workers": True}}
+
+
+def single_run(cfg: dict, epochs: int = EPOCHS, ckpt_path=None, model_hook=None):
+    """The one-point path of BasicManager._train_point, quiet: (module, LoggingCallback, trainer)."""
+    pl.seed_everything(cfg["custom"]["seed"], workers=cfg["custom"]["workers"], verbose=False)
+    b = Builder()
+    data = b.make_data(cfg["data"])
+    model = b.make_model(cfg["architecture"], data)
+    dm = DataModule(data, **cfg["training"])
+    lm = LightningMultitask(model, **cfg["training"])
+    cb = LoggingCallback(None, plot=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(**{**QUIET_TRAINER, "max_epochs": epochs, "callbacks": [cb]})
+        trainer.fit(lm, datamodule=dm, ckpt_path=ckpt_path)
+    return lm, cb, trainer
+
+
+def vectorized(cfgs: list[dict], epochs: int = EPOCHS, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train_group(Builder(), cfgs, {**QUIET_TRAINER, "max_epochs": epochs}, **kw)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def assert_member_equals_single(result, cfg: dict, epochs: int = EPOCHS) -> float:
+    """Weights, per-epoch metrics and status of a member equal its single run; the worst weight error."""
+    lm, cb, _ = single_run(cfg, epochs)
+    worst = 0.0
+    single = lm.state_dict()
+    assert set(single) == set(result.state_dict)
+    for name, w in single.items():
+        err = rel_err(result.state_dict[name], w)
+        worst = max(worst, err)
+        assert err <= W_RTOL, (name, err)
+    assert len(result.history) == len(cb.history)
+    for mine, ref in zip(result.history, cb.history):
+        assert set(mine) == set(ref), (sorted(mine), sorted(ref))
+        for key, v in ref.items():
+            assert math.isclose(mine[key], v, rel_tol=L_RTOL, abs_tol=1e-7), (key, mine[key], v)
+    for key, v in cb.final_metrics().items():
+        if key.startswith("baseline/"):
+            assert math.isclose(result.final[key], v, rel_tol=L_RTOL), key
+    assert result.diverged is None and cb.diverged is None
+    assert result.status == "done"
+    return worst
+
+
+# ------------------------------------------------------------------ equivalence
+def test_sgd_members_equal_single_runs():
+    cfgs = [point(seed=1, learning_rate=0.05),
+            point(seed=2, learning_rate=0.01, arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5}),
+            point(seed=3, learning_rate=0.02, data_seed=5, regularization_alpha=0.01, arch={"parametrization": "SP"})]
+    results = vectorized(cfgs)
+    for r, cfg in zip(results, cfgs):
+        assert_member_equals_single(r, cfg)
+
+
+def test_adam_members_equal_single_runs():
+    # muP under Adam: per-layer learning-rate exponents (0.5, 1, 0.5) from param_groups.
+    cfgs = [point(seed=4, update_rule="Adam", learning_rate=0.01),
+            point(seed=5, update_rule="Adam", learning_rate=0.003, regularization_alpha=0.001,
+                  arch={"list_b": [0.5, 0.5, 1.0]}),
+            point(seed=6, update_rule="Adam", learning_rate=0.02, data_seed=3)]
+    results = vectorized(cfgs)
+    for r, cfg in zip(results, cfgs):
+        assert_member_equals_single(r, cfg)
+    # the optimizer state comes back in the single run's layout (Adam moments per parameter)
+    lm, _, _ = single_run(cfgs[0])
+    ref = lm.optimizers().optimizer.state_dict()
+    mine = results[0].optimizer_states[0]
+    assert mine["param_groups"] == ref["param_groups"]
+    for i, st in ref["state"].items():
+        assert float(mine["state"][i]["step"]) == float(st["step"])
+        assert rel_err(mine["state"][i]["exp_avg_sq"], st["exp_avg_sq"]) <= 1e-4
+
+
+def test_adamw_chunked_and_stochastic_batches_equal_single_runs():
+    cfgs = [point(seed=7, update_rule="AdamW", learning_rate=0.01, steps_per_chunk="epoch"),
+            point(seed=8, update_rule="AdamW", learning_rate=0.005, steps_per_chunk="epoch")]
+    for r, cfg in zip(vectorized(cfgs), cfgs):
+        assert_member_equals_single(r, cfg)
+    # data_stochastic: the batch composition follows the seed, so members share it (lr differs)
+    cfgs = [point(seed=9, batching_strategy="data_stochastic", learning_rate=lr) for lr in (0.05, 0.01)]
+    assert group_points(cfgs) == [[0, 1]]
+    for r, cfg in zip(vectorized(cfgs), cfgs):
+        assert_member_equals_single(r, cfg)
+
+
+def test_per_task_optimizers_equal_single_runs():
+    cfgs = [point(seed=10, update_rule={"task_0": "SGD", "task_1": "Adam"},
+                  learning_rate={"task_0": 0.05, "task_1": 0.01}),
+            point(seed=11, update_rule={"task_0": "SGD", "task_1": "Adam"},
+                  learning_rate={"task_0": 0.02, "task_1": 0.003}, regularization_alpha={"task_0": 0.0, "task_1": 0.01})]
+    results = vectorized(cfgs)
+    for r, cfg in zip(results, cfgs):
+        assert_member_equals_single(r, cfg)
+        assert len(r.optimizer_states) == 2
+
+
+def test_nan_member_is_frozen_and_reported_others_match():
+    cfgs = [point(seed=12, learning_rate=0.05), point(seed=13, learning_rate=1e6), point(seed=14, learning_rate=0.02)]
+    results = vectorized(cfgs, epochs=4)
+    _, cb, trainer = single_run(cfgs[1], epochs=4)
+    bad = results[1]
+    assert bad.status == "diverged" and cb.diverged is not None
+    assert (bad.diverged["task"], bad.diverged["epoch"], bad.diverged["split"]) == \
+        (cb.diverged["task"], cb.diverged["epoch"], cb.diverged["split"])
+    assert bad.diverged["step"] is not None and bad.checkpoint is None
+    assert bad.epochs == trainer.current_epoch and bad.global_step == trainer.global_step
+    assert len(bad.history) == len(cb.history)
+    for i in (0, 2):
+        assert_member_equals_single(results[i], cfgs[i], epochs=4)
+
+
+def test_frozen_member_stops_changing():
+    torch.manual_seed(0)
+    cfg = point(seed=1)["training"]
+    models = [create_model(**point()["architecture"]) for _ in range(2)]
+    module = VectorizedMultitask(models, [cfg, {**cfg, "learning_rate": 1e9}])
+    datas = [CreateData(**point()["data"]) for _ in range(2)]
+    dm = VectorizedDataModule(datas, [1, 2], **cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pl.Trainer(**{**QUIET_TRAINER, "max_epochs": 1}).fit(module, datamodule=dm)
+        before = module.member_state_dict(1)
+        pl.Trainer(**{**QUIET_TRAINER, "max_epochs": 3}).fit(module, datamodule=dm)
+    assert not bool(module.active[1]) and bool(module.active[0])
+    after = module.member_state_dict(1)
+    assert all(torch.equal(before[n].nan_to_num(), after[n].nan_to_num()) for n in before)
+
+
+def test_member_checkpoint_resumes_as_single_run(tmp_path):
+    cfg = point(seed=15, update_rule="Adam", learning_rate=0.01)
+    other = point(seed=16, update_rule="Adam", learning_rate=0.002)
+    results = vectorized([cfg, other], epochs=2, hyper_parameters=[{"id": "a"}, {"id": "b"}])
+    path = results[0].save_checkpoint(tmp_path / "last.ckpt")
+    resumed, cb, trainer = single_run(cfg, epochs=4, ckpt_path=str(path))
+    straight, cb_ref, _ = single_run(cfg, epochs=4)
+    assert trainer.global_step == 4 * 4  # 4 epochs of ceil(40/10)=4 batches (10 + 6 rows)
+    for name, w in straight.state_dict().items():
+        assert rel_err(resumed.state_dict()[name], w) <= W_RTOL, name
+    assert [r["epoch"] for r in cb.history] == [0, 1, 2, 3]
+    for mine, ref in zip(cb.history, cb_ref.history):
+        for key, v in ref.items():
+            assert math.isclose(mine[key], v, rel_tol=L_RTOL, abs_tol=1e-7), key
+
+
+def test_generic_models_use_vmap_and_match_bmm():
+    torch.manual_seed(0)
+    arch = point()["architecture"]
+    models = [create_model(**arch) for _ in range(3)]
+    x = torch.randn(3, 5, 1)
+    bmm = StackedModel(models, impl="bmm")
+    vm = StackedModel(models, impl="vmap")
+    singles = torch.stack([m(x[k]) for k, m in enumerate(models)])
+    assert torch.allclose(bmm(x), singles, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(vm(x), singles, rtol=1e-6, atol=1e-7)
+    seqs = [torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)) for _ in range(2)]
+    st = StackedModel(seqs)
+    assert st.impl == "vmap"
+    assert torch.allclose(st(x[:2]), torch.stack([m(x[k]) for k, m in enumerate(seqs)]), rtol=1e-6, atol=1e-7)
+    # members differing in non-parameter attributes cannot share a vmap
+    other = copy.deepcopy(models[1])
+    other.layers[0].multiplier = 3.0
+    other.layers[0].a = 9.0
+    with pytest.raises(ConfigError, match="differ from member 0"):
+        StackedModel([models[0], other], impl="vmap")
+
+
+def test_members_must_agree_on_shapes_and_composition():
+    cfg = point()["training"]
+    models = [create_model(**point()["architecture"]), create_model(**point()["architecture"])]
+    with pytest.raises(ConfigError, match="batch_size"):
+        VectorizedMultitask(models, [cfg, {**cfg, "batch_size": 8}])
+    with pytest.raises(ConfigError, match="parameter shapes"):
+        VectorizedMultitask([models[0], create_model(**point(width=8)["architecture"])], [cfg, cfg])
+
+
+# ------------------------------------------------------------------- grouping
+def test_group_points_on_a_mixed_grid():
+    cfgs = [point(seed=s, width=w, learning_rate=lr) for w in (16, 32) for lr in (0.1, 0.01) for s in (1, 2)]
+    cfgs.append(point(seed=1, width=16, batch_size=8))
+    cfgs.append(point(seed=1, width=16, arch={"list_a": [-0.5, 0.1, 0.5], "bias_tune": 2.0}, regularization_alpha=0.1))
+    cfgs.append(point(seed=1, update_rule="custom", update_rule_callback=lambda g, lr: torch.optim.SGD(g, lr=lr)))
+    cfgs.append(point(seed=1, data_seed=7, arch={"parametrization": "SP"}))
+    cfgs.append(point(seed=1, batching_strategy="data_stochastic"))
+    cfgs.append(point(seed=2, batching_strategy="data_stochastic"))
+    groups = group_points(cfgs)
+    assert groups == [[0, 1, 2, 3, 9, 11], [4, 5, 6, 7], [8], [10], [12], [13]]
+    text = describe_groups(cfgs, groups)
+    assert "6 x abcMLP width 16 depth 3, batch 16: configs 1, 2, 3, 4, 10, 12" in text
+    assert "alone: update_rule 'custom'" in text
