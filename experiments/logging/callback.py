@@ -348,9 +348,11 @@ class LoggingCallback(pl.Callback):
         """More per-epoch metrics of ``split`` ('train', 'val', 'test'); override to add some.
 
         Called once per epoch and split on every rank, after the epoch losses; return
-        floats named ``'<prefix>/<name>'`` with prefix ``SPLIT_PREFIX[split]``.
+        floats named ``'<prefix>/<name>'`` with prefix ``SPLIT_PREFIX[split]``. By default:
+        for 'train', the module's ``epoch_diagnostics()`` (``diagnostics/...``), if it has one.
         """
-        return {}
+        diagnostics = getattr(pl_module, "epoch_diagnostics", None)
+        return dict(diagnostics()) if split == "train" and callable(diagnostics) else {}
 
     # ------------------------------------------------- in-domain and baselines
     def _find_boxes(self, trainer: pl.Trainer) -> None:
