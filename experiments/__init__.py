@@ -34,6 +34,7 @@ EXPERIMENTS: dict[str, Callable[[], tuple[type, ModuleType]]] = {
     "compositeSine": _compositeSine,
     "tinyTest": _tinyTest,
     "transfer": _transfer,
+    "mtlCompare": lambda: __import__("experiments.mtlCompare", fromlist=["load"]).load(),
 }
 
 
