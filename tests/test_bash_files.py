@@ -64,6 +64,35 @@ if "--missing" in argv:
     sys.exit(0)
 with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps({"argv": argv, "cwd": os.getcwd()}) + "\\n")
+# run_local.sh's tasks: STUB_FAIL ('3 1-2:4': --num_config values that fail, with exit code 1 or :CODE),
+# STUB_RENDEZVOUS (a folder: wait up to 10 s until STUB_RENDEZVOUS_N tasks are in it; record
+# whether they met), STUB_SLEEP (seconds; SIGINT/SIGTERM end it with 128 + the signal)
+nc = argv[argv.index("--num_config") + 1] if "--num_config" in argv else None
+print(f"stub main.py --num_config {nc}", flush=True)
+rendezvous = os.environ.get("STUB_RENDEZVOUS")
+if rendezvous and nc:
+    import time
+    open(os.path.join(rendezvous, f"in-{nc}"), "w").close()
+    end = time.time() + 10
+    while time.time() < end and len([n for n in os.listdir(rendezvous) if n.startswith("in-")]) < int(
+            os.environ.get("STUB_RENDEZVOUS_N", "2")):
+        time.sleep(0.05)
+    met = len([n for n in os.listdir(rendezvous) if n.startswith("in-")])
+    open(os.path.join(rendezvous, f"met-{nc}-{met}"), "w").close()
+if os.environ.get("STUB_SLEEP") and nc:
+    import signal, time
+    def stop(signum, frame):
+        with open(os.environ["STUB_LOG"] + ".signals", "a") as f:
+            f.write(f"{nc} {signum}\\n")
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    open(os.environ["STUB_LOG"] + f".started-{nc}", "w").close()
+    time.sleep(float(os.environ["STUB_SLEEP"]))
+fail = dict((w.split(":") + ["1"])[:2] for w in os.environ.get("STUB_FAIL", "").split())
+if nc in fail:
+    print(f"stub main.py: point(s) {nc} failed", file=sys.stderr)
+    sys.exit(int(fail[nc]))
 """
 
 FAKE_SSH = r"""#!/bin/bash
@@ -1178,6 +1207,148 @@ def test_run_local_uses_the_default_settings_file(sb):
     assert r.returncode == 0, r.stderr
     assert sb.main_calls()[0]["argv"] == ["--experiment", "tinyTest", "--experimentbatch_name", "T",
                                           "--config_trainer", "max_epochs:7"]
+
+
+def test_run_local_says_where_trainer_args_come_from(sb):
+    """TRAINER_ARGS of the settings file are added silently no more: one line names the file."""
+    sb.write_settings(TRAINER_ARGS=["max_epochs:100"])
+    r = sb.run("run_local.sh", "T", env=sb.env(MTL_SETTINGS=sb.settings))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[0] == (f"[run_local] TRAINER_ARGS from {sb.settings}: --config_trainer "
+                                        "max_epochs:100")
+    sb.write_settings(TRAINER_ARGS=[])
+    r = sb.run("run_local.sh", "T", env=sb.env(MTL_SETTINGS=sb.settings))
+    assert r.returncode == 0 and "TRAINER_ARGS" not in r.stderr
+    r = sb.run("run_local.sh", "T")   # no settings file
+    assert r.returncode == 0 and "TRAINER_ARGS" not in r.stderr
+
+
+def test_run_local_dry_run_runs_nothing(sb):
+    sb.write_settings(WANDB="disabled")
+    env = sb.env(MTL_SETTINGS=sb.settings)
+    r = sb.run("run_local.sh", "T", "--dry-run", "--num_config", "2", env=env)
+    assert r.returncode == 0, r.stderr
+    py = sys.executable
+    assert r.stdout == ("# run_local.sh --dry-run: nothing was run. The command:\n"
+                        f"cd {sb.repo}\n"
+                        f"{py} main.py --experiment tinyTest --experimentbatch_name T --config_trainer "
+                        "max_epochs:3 accelerator:cpu --wandb disabled --num_config 2\n")
+    sb.write_settings(POINTS_PER_TASK=2, VECTORIZE=1)
+    r = sb.run("run_local.sh", "--dry-run", "-j", "2", "T", "--wandb", "offline", env=sb.env(
+        MTL_SETTINGS=sb.settings, STUB_GRID_SIZE=5))
+    assert r.returncode == 0, r.stderr
+    base = f"{py} main.py --experiment tinyTest --experimentbatch_name T --config_trainer max_epochs:3 accelerator:cpu"
+    assert r.stdout == (
+        "# run_local.sh --dry-run: nothing was run. The commands, experiment tinyTest: 5 grid point(s) in 3 "
+        "task(s) of up to 2 point(s), 2 at a time (each appends to its log):\n"
+        f"cd {sb.repo}\n"
+        "mkdir -p runs/T/logs\n"
+        f"{base} --vectorize --num_config 1-2 --wandb offline >>runs/T/logs/config1-2.log 2>&1\n"
+        f"{base} --vectorize --num_config 3-4 --wandb offline >>runs/T/logs/config3-4.log 2>&1\n"
+        f"{base} --vectorize --num_config 5 --wandb offline >>runs/T/logs/config5.log 2>&1\n")
+    assert sb.main_calls() == []
+    assert not (sb.repo / "runs").exists()
+    # the grid size comes from pre_main.py (with the trainer arguments)
+    assert [c["argv"] for c in sb.pre_main_calls()] == [
+        ["--experiment", "tinyTest", "--config_trainer", "max_epochs:3", "accelerator:cpu"]]
+
+
+def test_run_local_parallel_tasks_with_logs(sb):
+    """-j 2: two points at a time, each with its log; a failing point stops no other; exit 1 naming it."""
+    sb.write_settings()
+    rendezvous = sb.tmp / "rendezvous"
+    rendezvous.mkdir()
+    r = sb.run("run_local.sh", "T", "-j", "2", env=sb.env(MTL_SETTINGS=sb.settings, STUB_FAIL="2",
+                                                          STUB_RENDEZVOUS=rendezvous, STUB_RENDEZVOUS_N=2))
+    assert r.returncode == 1, r.stderr
+    assert sorted(c["argv"][-1] for c in sb.main_calls()) == ["1", "2", "3"]
+    assert all(c["argv"][-2] == "--num_config" for c in sb.main_calls())
+    # points 1 and 2 ran at the same time (each saw the other)
+    assert {p.name for p in rendezvous.glob("met-*")} >= {"met-1-2", "met-2-2"}
+    logs = sb.repo / "runs" / "T" / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["config1.log", "config2.log", "config3.log"]
+    log2 = (logs / "config2.log").read_text()
+    assert "--num_config 2" in log2 and "stub main.py: point(s) 2 failed" in log2
+    assert "main.py exited with status 1" in log2
+    assert "stub main.py --num_config 3" in (logs / "config3.log").read_text()
+    assert r.stderr.splitlines()[-1] == ("error: T: 1 of 3 task(s) failed: config2 (exit 1); their logs are in "
+                                         "runs/T/logs/")
+    assert "[run_local] config2: FAILED (exit 1; log runs/T/logs/config2.log)" in r.stderr
+    assert r.stdout == ""   # with -j > 1 the output is in the logs only
+
+
+def test_run_local_points_per_task(sb):
+    """POINTS_PER_TASK=2 without -j: tasks of 2 points (--num_config a-b) one after another; the
+    output is shown and logged; the exit code is the highest of the tasks'."""
+    sb.write_settings(POINTS_PER_TASK=2)
+    r = sb.run("run_local.sh", "T", env=sb.env(MTL_SETTINGS=sb.settings, STUB_GRID_SIZE=5,
+                                                STUB_FAIL="1-2:3 5:1"))
+    assert r.returncode == 3, r.stderr
+    assert [c["argv"][-2:] for c in sb.main_calls()] == [["--num_config", "1-2"], ["--num_config", "3-4"],
+                                                         ["--num_config", "5"]]
+    assert r.stdout.splitlines() == ["stub main.py --num_config 1-2", "stub main.py: point(s) 1-2 failed",
+                                     "stub main.py --num_config 3-4", "stub main.py --num_config 5",
+                                     "stub main.py: point(s) 5 failed"]
+    logs = sb.repo / "runs" / "T" / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["config1-2.log", "config3-4.log", "config5.log"]
+    assert r.stderr.splitlines()[-1] == ("error: T: 2 of 3 task(s) failed: config1-2 (exit 3), config5 (exit 1); "
+                                         "their logs are in runs/T/logs/")
+    # rerun: the logs are appended to
+    r = sb.run("run_local.sh", "T", env=sb.env(MTL_SETTINGS=sb.settings, STUB_GRID_SIZE=5))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[-1] == "[run_local] T: all 3 task(s) ok; results in runs/T/"
+    assert (logs / "config5.log").read_text().count("main.py exited with status") == 2
+    # a point chosen with --num_config: the one main.py call, as given
+    r = sb.run("run_local.sh", "T", "--num_config", "4", env=sb.env(MTL_SETTINGS=sb.settings))
+    assert r.returncode == 0, r.stderr
+    assert sb.main_calls()[-1]["argv"][-2:] == ["--num_config", "4"]
+    assert len(sb.main_calls()) == 7
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-j", "0"], "error: -j '0': give the number of tasks to run at a time, a whole number >= 1"),
+    (["-jx"], "error: -j 'x': give the number of tasks to run at a time, a whole number >= 1"),
+    (["--jobs=-1"], "error: -j '-1': give the number of tasks to run at a time, a whole number >= 1"),
+    (["-j"], "error: -j needs a value: -j K (the number of tasks to run at a time)"),
+    (["-j", "2", "--num_config", "1"], "error: -j runs the whole grid as tasks: leave out --num_config (or -j)"),
+    (["-j", "2", "--status=T"], "error: -j runs the whole grid as tasks: leave out --status (or -j)"),
+])
+def test_run_local_bad_options(sb, args, message):
+    r = sb.run("run_local.sh", "T", *args)
+    assert r.returncode == 2
+    assert r.stderr == message + "\n"
+    assert sb.main_calls() == [] and sb.pre_main_calls() == []
+
+
+def test_run_local_runs_dir_and_separator(sb):
+    """--runs_dir moves the logs with the results; after -- everything goes to main.py."""
+    r = sb.run("run_local.sh", "T", "--jobs", "1", "--runs_dir", "elsewhere", "--", "--dry-run",
+               env=sb.env(STUB_GRID_SIZE=1))
+    assert r.returncode == 0, r.stderr
+    (call,) = sb.main_calls()
+    assert call["argv"][4:] == ["--num_config", "1", "--runs_dir", "elsewhere", "--dry-run"]
+    assert (sb.repo / "elsewhere" / "T" / "logs" / "config1.log").is_file()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_run_local_passes_ctrl_c_on_to_its_tasks(sb, sig, code):
+    """The tasks run in their own process groups: the signal reaches main.py through run_local.sh,
+    which waits for them (each checkpoints its point), starts no new task and exits 128 + signal."""
+    p = subprocess.Popen(["bash", str(sb.repo / "bash_files" / "run_local.sh"), "T", "-j", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=sb.tmp,
+                         env=sb.env(STUB_SLEEP=60))
+    try:
+        started = [Path(f"{sb.stub_log}.started-{i}") for i in (1, 2)]
+        assert wait_for(lambda: all(f.exists() for f in started), timeout=30)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == code, err
+    signals = Path(f"{sb.stub_log}.signals").read_text().split("\n")
+    assert sorted(filter(None, signals)) == [f"1 {int(sig)}", f"2 {int(sig)}"]
+    assert sorted(c["argv"][-1] for c in sb.main_calls()) == ["1", "2"]   # point 3 never started
+    assert f"stopped by {sig.name}" in err
 
 
 # ------------------------------------------------------------------------------ lib.sh
