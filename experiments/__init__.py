@@ -45,11 +45,46 @@ def register_experiment(name: str, loader: Callable[[], tuple[type, ModuleType]]
     EXPERIMENTS[name] = loader
 
 
+class ExperimentError(ValueError):
+    """An experiment cannot be loaded: unknown, or its configs.py/manager.py is broken (one line)."""
+
+
+# The dicts every configs.py must define.
+REQUIRED_CONFIGS = ("configs_data", "configs_architecture", "configs_training")
+
+
 def load_experiment(name: str) -> tuple[type, ModuleType]:
-    """(Manager class, configs module) of a registered experiment."""
+    """(Manager class, configs module) of a registered experiment.
+
+    ExperimentError, in one line with file and line, when the experiment is unknown, its
+    files do not import (syntax error, an exception) or configs.py lacks a required dict.
+    """
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment '{name}'; known experiments: {', '.join(sorted(EXPERIMENTS))}")
-    return EXPERIMENTS[name]()
+        raise ExperimentError(f"unknown experiment '{name}'; known experiments: {', '.join(sorted(EXPERIMENTS))}")
+    try:
+        manager_cls, configs = EXPERIMENTS[name]()
+    except SyntaxError as err:
+        raise ExperimentError(f"{err.filename}:{err.lineno}: syntax error in experiment '{name}': {err.msg}") from None
+    except Exception as err:  # noqa: BLE001 - whatever the experiment's files raise on import
+        import traceback
+
+        frames = traceback.extract_tb(err.__traceback__)
+        own = [f for f in frames if f"experiments/{name}/" in f.filename.replace("\\", "/")] or frames
+        where = f"{own[-1].filename}:{own[-1].lineno}: " if own else ""
+        raise ExperimentError(f"{where}experiment '{name}' cannot be loaded: {type(err).__name__}: {err}") from None
+    for attr in REQUIRED_CONFIGS:
+        value = getattr(configs, attr, None)
+        if not isinstance(value, dict):
+            what = "is missing" if value is None else f"is a {type(value).__name__}, not a dict"
+            raise ExperimentError(f"{getattr(configs, '__file__', name)}: '{attr}' {what}; a configs.py defines "
+                                  f"the dicts {', '.join(REQUIRED_CONFIGS)} (optional: configs_custom, "
+                                  "configs_trainer)")
+    for attr in ("configs_custom", "configs_trainer"):
+        value = getattr(configs, attr, {})
+        if not isinstance(value, dict):
+            raise ExperimentError(f"{getattr(configs, '__file__', name)}: '{attr}' is a {type(value).__name__}, "
+                                  "not a dict")
+    return manager_cls, configs
 
 
 def make_manager(name: str, trainer_overrides: Optional[dict] = None, **kwargs: Any):

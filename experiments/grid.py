@@ -8,7 +8,8 @@ so the dicts stay consistent.
 Order (the job-array index i always means the same configuration): axes are taken in
 order of first appearance -- the dicts in the order given, the keys of each dict in
 insertion order -- and expanded like nested for-loops written in that order: the
-first axis varies slowest, the last axis fastest.
+first axis varies slowest, the last axis fastest. The values of an axis must be
+distinct (a repeated value would run the same point twice).
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from core_code.util.config_extractions import ConfigError
 def as_axis(value: Any) -> list:
     """The grid values of one config entry: a list is an axis, anything else one value."""
     return list(value) if isinstance(value, list) else [value]
+
+
+def _first_duplicate(values: Sequence[Any]) -> Optional[list]:
+    """``[value]`` of the first value that occurs again in ``values`` (same type, equal), else None."""
+    for j, v in enumerate(values):
+        for w in values[:j]:
+            try:
+                if type(v) is type(w) and bool(v == w):
+                    return [v]
+            except Exception:  # noqa: BLE001 - values that cannot be compared are distinct
+                continue
+    return None
 
 
 def grid_axes(*config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] = None) -> dict[str, list]:
@@ -45,6 +58,10 @@ def grid_axes(*config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] =
                 continue
             if len(values) == 0:
                 raise ConfigError(f"config key '{key}' is an empty list: the grid would be empty")
+            duplicate = _first_duplicate(values)
+            if duplicate is not None:
+                raise ConfigError(f"config key '{key}' in {names[i]} lists the value {duplicate[0]!r} more than once "
+                                  f"({values!r}); allowed: distinct values (each grid point would run twice)")
             axes[key] = values
             owner[key] = i
     return axes
