@@ -2,18 +2,27 @@
 
     python main.py                                   # every point of compositeSine
     python main.py --experiment tinyTest --num_config 2 --experimentbatch_name TAG
-    python main.py --config_trainer max_epochs:500 max_time:00:08:00:00
+    python main.py --config_trainer max_epochs:500 max_time:00:07:30:00
     python main.py --list                            # the grid: index and varying values
     python main.py --status TAG                      # status of every point of runs/TAG
     python main.py --missing TAG                     # 1-based indices not finished: 2,3
     python main.py --collect TAG                     # summary.csv, comparison plots, table
 
-Exit codes: 0 success, 1 a grid point failed, 2 bad arguments or configuration.
+Exit codes:
+    0    every grid point run (or skipped) is finished: done or diverged
+    1    a grid point failed, was refused (its lock is held by another process, or its
+         folder holds another configuration's results), or its status could not be written
+    2    bad arguments or configuration (nothing was run; runs/TAG not created)
+    3    no failure, but a grid point stopped unfinished (time_limit): rerun the TAG
+    130  SIGINT (Ctrl-C), 143 SIGTERM (scancel, a time limit), 138 SIGUSR1 (outside
+         Slurm): the running point was checkpointed and recorded 'interrupted'; the
+         grid's later points were not started (128 + the signal number)
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -21,6 +30,38 @@ from typing import Any, Optional, Sequence
 
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit code 2."""
+
+
+# THE TAG rule (the same as bash_files/lib.sh mtl_validate_tag): one folder name of
+# letters, digits, '.', '_' and '-', not starting with '.' or '-', at most 100 characters.
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+TAG_RULE = "letters, digits, '.', '_' and '-', not starting with '.' or '-', at most 100 characters"
+
+# Statuses of main's results and the exit code each one asks for (the highest wins).
+EXIT_FOR_STATUS = {"failed": 1, "locked": 1, "refused": 1, "time_limit": 3}
+
+
+def validate_tag(tag: str, option: str) -> str:
+    """``tag`` if it follows the TAG rule, else UsageError."""
+    if not TAG_RE.fullmatch(tag):
+        raise UsageError(f"{option} {tag!r} is not a valid TAG: a TAG is one folder name of {TAG_RULE}")
+    return tag
+
+
+def check_wandb(mode: Optional[str]) -> None:
+    """UsageError for a bad --wandb value, 'online' without a login, or a bad WANDB_MODE."""
+    import os
+
+    from experiments.logging.wandb_session import WANDB_MODES, resolve_wandb_mode
+
+    env = os.environ.get("WANDB_MODE")
+    if mode is None and env is not None and env.strip().lower() not in (*WANDB_MODES, "dryrun", "run", ""):
+        raise UsageError(f"environment variable WANDB_MODE is {env!r}; allowed: {', '.join(WANDB_MODES)} "
+                         "(or dryrun, run), or unset it")
+    try:
+        resolve_wandb_mode(mode)
+    except ValueError as err:
+        raise UsageError(f"--wandb: {err}") from None
 
 
 def parse_value(text: str) -> Any:
@@ -92,23 +133,42 @@ def list_grid(manager) -> str:
     return "\n".join(lines)
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """The TAGs and --runs_dir, before anything is read or created (UsageError)."""
+    from pathlib import Path
+
+    for option in ("experimentbatch_name", "status", "missing", "collect"):
+        value = getattr(args, option)
+        if value is not None:
+            validate_tag(value, f"--{option}")
+    runs = Path(args.runs_dir)
+    if runs.exists() and not runs.is_dir():
+        raise UsageError(f"--runs_dir {args.runs_dir!r} is a file, not a folder: give the folder that holds "
+                         "(or will hold) the TAG folders")
+    if args.experimentbatch_name and (runs / args.experimentbatch_name).exists() \
+            and not (runs / args.experimentbatch_name).is_dir():
+        raise UsageError(f"{runs / args.experimentbatch_name} is a file, not a TAG folder: use another TAG")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        check_paths(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.collect:
         from experiments.analysis import collect
 
         return collect.main([args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
     from experiments.run_state import GridChangedError, count_statuses
+    from experiments.util import Interrupted
 
     try:
-        if args.wandb is not None:
-            from experiments.logging.wandb_session import resolve_wandb_mode
-
-            try:
-                resolve_wandb_mode(args.wandb)
-            except ValueError as err:
-                raise UsageError(f"--wandb: {err}") from None
+        run_action = not (args.list or args.status or args.missing)
+        if run_action or args.wandb is not None:
+            check_wandb(args.wandb)
         manager = make_manager(args, parse_trainer_args(args.config_trainer))
         if args.list:
             print(list_grid(manager))
@@ -131,13 +191,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, ConfigError, GridChangedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failed = [i for i, s in results.items() if s == "failed"]
+    except Interrupted as stop:
+        print(f"error: {stop}; the running point was checkpointed and recorded 'interrupted'; rerun the TAG "
+              f"to resume (exit {stop.exit_code})", file=sys.stderr)
+        return stop.exit_code
+    except OSError as err:  # e.g. runs/ read-only or full: the manifest cannot be written
+        print(f"error: cannot write {err.filename or args.runs_dir}: {err.strerror or err}", file=sys.stderr)
+        return 1
     counts = count_statuses(results.values())
     print(f"[{tag}] " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; results in {args.runs_dir}/{tag}/")
-    if failed:
-        print(f"[{tag}] failed grid points: {', '.join(map(str, failed))}", file=sys.stderr)
-        return 1
-    return 0
+    code = max((EXIT_FOR_STATUS.get(s, 0) for s in results.values()), default=0)
+    for status in sorted({s for s in results.values() if s in EXIT_FOR_STATUS}):
+        points = [i for i, s in results.items() if s == status]
+        print(f"[{tag}] {status} grid points: {', '.join(map(str, points))}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ Grid order is documented in ``experiments.grid``: the job-array index i (1-based
 
 from __future__ import annotations
 
+import math
+import signal
+import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -16,17 +21,358 @@ from core_code.util.config_extractions import ConfigError, check_config, complet
 from core_code.util.default_config import init_config_data, init_config_training
 from experiments import grid
 from experiments.provenance import provenance
-from experiments.run_state import GridChangedError, RunDir, count_statuses, jsonable, point_id, write_json
+from experiments.run_state import (
+    FINISHED,
+    HEARTBEAT_EVERY_S,
+    GridChangedError,
+    PointLock,
+    PointLockedError,
+    RunDir,
+    count_statuses,
+    jsonable,
+    point_id,
+    write_json,
+    write_text_atomic,
+)
 
 # The grid's dicts, in grid order (see experiments.grid), as error messages name them.
 DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "configs_custom")
 
-# Statuses of a grid point that a rerun of its TAG keeps (a diverged run diverges again).
-FINISHED = ("done", "diverged")
+# Name of the checkpoint written when a run stops before its end (signal, time limit).
+INTERRUPT_CHECKPOINT = "interrupted.ckpt"
+
+
+class Interrupted(BaseException):
+    """A signal stopped the grid (``signum``); the process should exit with ``exit_code``."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1), as a shell reports it."""
+        return 128 + self.signum
+
+
+def process_rank() -> int:
+    """The global rank of this process in a multi-process launch (srun, torchrun, Lightning's
+    subprocess launcher, MPI); 0 when started alone."""
+    import os
+
+    for var in ("RANK", "SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            if var == "SLURM_PROCID" and os.environ.get("SLURM_NTASKS", "1") in ("", "1"):
+                continue  # one task: SLURM_PROCID is 0 anyway
+            return int(value) + (int(os.environ.get("NODE_RANK", "0") or 0) if var == "LOCAL_RANK" else 0)
+    return 0
+
+
+def _on_slurm() -> bool:
+    """True when Lightning's SLURMEnvironment takes this process (it then owns SIGUSR1: requeue)."""
+    try:
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        return SLURMEnvironment.detect()
+    except Exception:  # noqa: BLE001 - no Lightning environment detection: assume Slurm, leave SIGUSR1 alone
+        return True
+
+
+class _SignalRecorder:
+    """Signal handlers of a grid run: record the signal, stop the running point cleanly.
+
+    SIGINT raises KeyboardInterrupt (Lightning's graceful shutdown). SIGTERM inside
+    ``Trainer.fit`` is left to Lightning (it stops at the next batch boundary, raising
+    SIGTERMException); elsewhere it raises ``Interrupted`` at once. SIGUSR1 is handled only
+    outside Slurm (on Slurm, Lightning's SLURMEnvironment registers it for checkpoint and
+    requeue, and does so only when no other handler is installed): inside fit it stops
+    the run at the next batch (``_RunStateCallback``). Handlers are installed only in the
+    main thread and restored afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self.graceful = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signums = [signal.SIGTERM, signal.SIGINT] + ([] if _on_slurm() else [signal.SIGUSR1])
+        for s in signums:
+            self._old[s] = signal.getsignal(s)
+            signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._old = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+            print(f"received {signal.Signals(signum).name}: checkpointing and stopping", file=sys.stderr)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.graceful and first:
+            return  # the running Trainer stops at its next batch boundary
+        raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise ``Interrupted`` if a signal came (e.g. after the last training batch)."""
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def pending_stop(self) -> Optional[int]:
+        """A received signal that Lightning does not act on by itself (not SIGTERM/SIGINT)."""
+        return self.received if self.received not in (None, signal.SIGTERM, signal.SIGINT) else None
+
+
+class _Heartbeat:
+    """Refreshes the point's heartbeat every ``HEARTBEAT_EVERY_S`` seconds in a daemon thread."""
+
+    def __init__(self, run_dir: RunDir, index: int):
+        self.run_dir, self.index = run_dir, index
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._beat()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-config{self.index}", daemon=True)
+        self._thread.start()
+
+    def _beat(self, **fields: Any) -> None:
+        try:
+            self.run_dir.heartbeat(self.index, **fields)
+        except OSError:
+            pass  # a missed heartbeat is no reason to stop training
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY_S):
+            self._beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _pl_callback_base() -> type:
+    import pytorch_lightning as pl
+
+    return pl.Callback
+
+
+class _RunStateCallbackMixin:
+    """Heartbeat per epoch, a checkpoint when a run stops early, per-run ``max_time``."""
+
+    def __init__(self, manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder):
+        super().__init__()
+        self.manager, self.run_dir, self.index, self.signals = manager, run_dir, index, signals
+
+    def _save(self, trainer: Any, why: str) -> None:
+        path = self.run_dir.point_dir(self.index) / "checkpoints" / INTERRUPT_CHECKPOINT
+        try:
+            trainer.save_checkpoint(path)
+            self.manager._last_interrupt_checkpoint = str(path)
+        except Exception as err:  # noqa: BLE001 - reported in the status; the stop goes on
+            print(f"[{self.run_dir.tag}] config {self.index}: cannot write checkpoint {path} ({why}): "
+                  f"{type(err).__name__}: {err}", file=sys.stderr)
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        # max_time limits each run (process), not the total: drop the Timer's elapsed time.
+        callbacks = checkpoint.get("callbacks")
+        if isinstance(callbacks, dict):
+            for key in [k for k in callbacks if str(k).startswith("Timer")]:
+                callbacks.pop(key)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            try:
+                self.run_dir.heartbeat(self.index, heartbeat_epoch=trainer.current_epoch)
+            except OSError:
+                pass
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        signum = self.signals.pending_stop()
+        if signum is not None:
+            raise Interrupted(signum)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SystemExit, Interrupted)):
+            return
+        if isinstance(exception, KeyboardInterrupt) and trainer.world_size > 1:
+            return  # ranks stop at different points: a collective save could hang
+        self._save(trainer, type(exception).__name__)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if _timer_expired(trainer):
+            self._save(trainer, "time limit")
+
+
+def _RunStateCallback(manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder):
+    """The run-state callback (a ``pl.Callback``; Lightning imported only when training)."""
+    cls = type("RunStateCallback", (_RunStateCallbackMixin, _pl_callback_base()), {})
+    return cls(manager, run_dir, index, signals)
+
+
+def _timer_expired(trainer: Any) -> bool:
+    from pytorch_lightning.callbacks import Timer
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, Timer):
+            remaining = cb.time_remaining()
+            if remaining is not None and remaining <= 0:
+                return True
+    return False
+
+
+def _stop_status(trainer: Any, diverged: Any) -> tuple[str, str]:
+    """(status, why) of a fit that returned: diverged, time_limit, done, or failed.
+
+    'done' only when the run reached its configured end: max_epochs, max_steps, or an
+    EarlyStopping rule that fired.
+    """
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    if diverged:
+        return "diverged", f"non-finite loss of task {diverged.get('task')} at epoch {diverged.get('epoch')}"
+    if _timer_expired(trainer):
+        return "time_limit", f"max_time reached at epoch {trainer.current_epoch}, step {trainer.global_step}"
+    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
+    if max_steps is not None and max_steps != -1 and trainer.global_step >= max_steps:
+        return "done", f"max_steps={max_steps} reached"
+    if max_epochs is not None and max_epochs != -1 and trainer.current_epoch >= max_epochs:
+        return "done", f"max_epochs={max_epochs} reached"
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0:
+            return "done", f"early stopping ({cb.monitor}) at epoch {cb.stopped_epoch}"
+    return "failed", (f"training stopped at epoch {trainer.current_epoch}, step {trainer.global_step} before its "
+                      f"configured end (max_epochs={max_epochs}, max_steps={max_steps}) by no known rule")
+
+
+def _os_error(err: OSError) -> str:
+    return f"{err.strerror or err}" + (f" [errno {err.errno}]" if err.errno else "")
+
+
+def _record(run_dir: RunDir, index: int, status: str, **fields: Any) -> bool:
+    """Write the point's status; on an OS error (disk full, read-only) say so in one line."""
+    try:
+        run_dir.write_summary(index, status=status, **fields)
+        return True
+    except OSError as err:
+        path = err.filename or run_dir.point_dir(index) / "summary.json"
+        print(f"error: cannot record status '{status}' of config {index} in {path}: {_os_error(err)}",
+              file=sys.stderr)
+        return False
 
 
 class GridError(ConfigError):
     """One or more grid points are invalid; the message lists every problem."""
+
+
+def _bad(where: str, key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{where} key '{key}' is {value!r}; allowed: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _per_task(value: Any) -> list:
+    """The values of a possibly task-specific config entry."""
+    from core_code.util.config_extractions import is_task_specific
+
+    return list(value.values()) if is_task_specific(value) else [value]
+
+
+def check_values(cfg: dict) -> None:
+    """Types and ranges of the training and custom values a run depends on (ConfigError)."""
+    from core_code.util.batching import BATCHING_STRATEGIES
+
+    tr, cu = cfg["training"], cfg["custom"]
+    for v in _per_task(tr["batching_strategy"]):
+        if v not in BATCHING_STRATEGIES:
+            raise _bad("training config", "batching_strategy", v, ", ".join(sorted(BATCHING_STRATEGIES)))
+    for v in _per_task(tr["learning_rate"]):
+        if not (_is_real(v) and math.isfinite(v) and v >= 0):
+            raise _bad("training config", "learning_rate", v, "a finite number >= 0")
+    for v in _per_task(tr["regularization_alpha"]):
+        if not (_is_real(v) and math.isfinite(v) and v >= 0):
+            raise _bad("training config", "regularization_alpha", v, "a finite number >= 0 (0: off)")
+    for v in _per_task(tr["regularization_ord"]):
+        if not (_is_real(v) and v > 0):
+            raise _bad("training config", "regularization_ord", v, "a number > 0 (the norm order, e.g. 2; inf allowed)")
+    seed = cu["seed"]
+    if not (seed is None or _is_int(seed)):
+        raise _bad("custom config", "seed", seed, "an int, or None (not seeded)")
+    if not (_is_int(cu["logging_epoch_interval"]) and cu["logging_epoch_interval"] >= 1):
+        raise _bad("custom config", "logging_epoch_interval", cu["logging_epoch_interval"], "an int >= 1")
+    every = cu["checkpoint_every_n_epochs"]
+    if not (every is None or (_is_int(every) and every >= 1)):
+        raise _bad("custom config", "checkpoint_every_n_epochs", every,
+                   "an int >= 1, or None (no periodic checkpoints)")
+    if not isinstance(cu["workers"], bool):
+        raise _bad("custom config", "workers", cu["workers"], "True or False")
+
+
+_TRAINER_INT_KEYS = {  # key -> (smallest value, None allowed)
+    "max_epochs": (-1, True), "min_epochs": (0, True), "max_steps": (-1, False), "min_steps": (0, True),
+    "check_val_every_n_epoch": (1, True), "log_every_n_steps": (1, True), "num_nodes": (1, False),
+    "accumulate_grad_batches": (1, False), "num_sanity_val_steps": (-1, True),
+}
+
+
+def check_trainer_config(trainer_cfg: dict) -> None:
+    """ConfigError (one line: key, value, what is allowed) unless the Trainer settings work.
+
+    Checks the common numeric keys and ``max_time`` itself, then builds a ``pl.Trainer``
+    once (logger=False, no callbacks), which checks the rest (accelerator, devices,
+    precision, strategy, ...) without training or writing anything.
+    """
+    import re
+
+    for key, (low, none_ok) in _TRAINER_INT_KEYS.items():
+        if key in trainer_cfg:
+            v = trainer_cfg[key]
+            if not ((v is None and none_ok) or (_is_int(v) and v >= low)):
+                extra = " (-1: no limit)" if low == -1 else ""
+                raise _bad("trainer config", key, v, f"an int >= {low}{extra}" + (", or None" if none_ok else ""))
+    mt = trainer_cfg.get("max_time")
+    if mt is not None and not (isinstance(mt, dict) or (isinstance(mt, str) and re.fullmatch(
+            r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", mt.strip())) or type(mt).__name__ == "timedelta"):
+        raise _bad("trainer config", "max_time", mt, "DD:HH:MM:SS (e.g. 00:08:00:00), a dict of timedelta "
+                   "arguments, or None (no limit)")
+    import logging
+    import warnings
+
+    import pytorch_lightning as pl
+
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(**{**trainer_cfg, "logger": False, "callbacks": [], "enable_checkpointing": False})
+    except Exception as err:  # noqa: BLE001 - Lightning raises several types; all mean: cannot run
+        text = " ".join(str(err).split()) or type(err).__name__
+        from core_code.util.trainer_config import TRAINER_DEFAULTS
+
+        given = {k: v for k, v in trainer_cfg.items() if k not in TRAINER_DEFAULTS or TRAINER_DEFAULTS[k] != v}
+        shown = ", ".join(f"{k}={v!r}" for k, v in (given or trainer_cfg).items())
+        raise ConfigError(f"trainer config ({shown}) is refused by pytorch_lightning.Trainer: {text}") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
 
 
 class BasicManager:
@@ -135,6 +481,10 @@ class BasicManager:
                                   f"but d_out is {data.d_out}")
         if cfg["training"]["batching_strategy"] == "data_deterministic":
             deterministic_task_batch_sizes(data.n_samples("train"), cfg["training"]["batch_size"])
+        if sum(data.n_samples("train").values()) == 0:
+            raise ConfigError("data config key 'n_train' is 0 for every task: there is nothing to train on "
+                              "(allowed: an int >= 0 per task, at least one > 0)")
+        check_values(cfg)
         DataModule(data, **cfg["training"])  # checks the loader settings (draws no data)
         check_config(**cfg["custom"])
 
@@ -146,7 +496,7 @@ class BasicManager:
         """
         try:
             points = self.grid()
-            self.trainer_config()
+            check_trainer_config(self.trainer_config())
         except ConfigError as err:
             raise GridError(str(err)) from None
         problems, resolved = [], []
@@ -190,20 +540,27 @@ class BasicManager:
         """
         from pytorch_lightning.callbacks import ModelCheckpoint
 
-        return [
+        callbacks = [
             self.logging_callback_class()(run_dir, logging_epoch_interval=cfg["custom"]["logging_epoch_interval"]),
-            # save_top_k=1 (the newest epoch): with 0, Lightning 2.x writes last.ckpt only at the end.
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1,
-                            every_n_epochs=cfg["custom"]["checkpoint_every_n_epochs"],
-                            save_on_train_epoch_end=True),
         ]
+        every = cfg["custom"]["checkpoint_every_n_epochs"]
+        if every is not None:  # None: no periodic checkpoints (a stop still writes interrupted.ckpt)
+            # save_top_k=1 (the newest epoch): with 0, Lightning 2.x writes last.ckpt only at the end.
+            # No version counter: a resumed run moves last.ckpt on instead of adding last-v1.ckpt.
+            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1,
+                                             every_n_epochs=every, save_on_train_epoch_end=True,
+                                             enable_version_counter=False))
+        return callbacks
 
     # -------------------------------------------------------------------- run
     def run(self, experimentbatch_name: str, ind_configs: Union[None, int, list[int]] = None) -> dict[int, str]:
         """Run all grid points, or the given 0-based indices; returns {1-based index: status}.
 
         Validates every point first. Finished points are skipped, unfinished ones resume
-        from their checkpoint; one failing point never stops the others.
+        from their checkpoint; one failing point never stops the others. A signal
+        (SIGTERM, SIGINT; SIGUSR1 outside Slurm) stops the grid: the running point is
+        checkpointed and recorded as 'interrupted', later points are not started, and
+        ``Interrupted`` is raised (``exit_code`` 128 + signal number).
         """
         configs = self.validate()
         if ind_configs is None:
@@ -215,32 +572,94 @@ class BasicManager:
                 raise GridError(f"grid point indices {bad} out of range: the grid has {len(configs)} points "
                                 f"(0-based 0..{len(configs) - 1})")
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
-        run_dir.ensure_manifest(self.experiment, configs)
-        results = {}
-        for i in indices:
-            results[i + 1] = self.run_point(run_dir, i, configs[i])
+        run_dir.records = process_rank() == 0
+        run_dir.ensure_manifest(self.experiment, configs, write=run_dir.records)
+        results: dict[int, str] = {}
+        self._signals = _SignalRecorder()
+        self._signals.install()
+        try:
+            for i in indices:
+                try:
+                    results[i + 1] = self.run_point(run_dir, i, configs[i])
+                except Interrupted:
+                    results[i + 1] = "interrupted"
+                    rest = [j + 1 for j in indices if j + 1 not in results]
+                    if rest:
+                        print(f"[{run_dir.tag}] not started: config {', '.join(map(str, rest))} (still pending; "
+                              "rerun the TAG or resubmit with --missing)", file=sys.stderr)
+                    raise
+        finally:
+            self._signals.restore()
         return results
 
     def run_point(self, run_dir: RunDir, i: int, cfg: dict) -> str:
-        """Run grid point ``i`` (0-based) unless done; record its status and any traceback."""
+        """Run grid point ``i`` (0-based) unless finished; record its status and any traceback.
+
+        Returns the point's status, 'skipped' (finished before), 'locked' (another process
+        runs it) or 'refused' (its folder holds another configuration's results).
+        """
         index = i + 1
-        status = run_dir.status(index)
-        if status in FINISHED:
-            print(f"[{run_dir.tag}] config {index}: already {status}, skipped")
-            return "skipped"
+        pid = point_id(cfg)
+        where = f"[{run_dir.tag}] config {index}"
         try:
-            status = self._train_point(run_dir, index, cfg)
-        except KeyboardInterrupt:
-            run_dir.write_summary(index, status="failed", error="interrupted")
-            raise
+            # Only the process that records (global rank 0) locks: the other ranks of a
+            # multi-process run are part of the same run of the point.
+            lock = run_dir.lock(index).acquire() if run_dir.records else PointLock(run_dir.point_dir(index))
+        except PointLockedError as err:
+            print(f"{where}: refused: another process is running this point ({err}); going on with the others",
+                  file=sys.stderr)
+            return "locked"
+        except OSError as err:
+            print(f"{where}: FAILED: cannot create {err.filename or run_dir.point_dir(index)}: "
+                  f"{err.strerror or err}", file=sys.stderr)
+            return "failed"
+        try:
+            if not lock.supported:
+                print(f"{where}: warning: no file locking on this file system; a second run of this point "
+                      "would not be detected", file=sys.stderr)
+            summary = run_dir.summary(index)
+            status, recorded = summary.get("status", "pending"), summary.get("id")
+            if recorded is not None and recorded != pid:
+                print(f"{where}: refused: {run_dir.point_dir(index)} holds the results of point id {recorded}, "
+                      f"not {pid}; nothing was overwritten (use a new TAG)", file=sys.stderr)
+                return "refused"
+            if status in FINISHED and recorded == pid:
+                print(f"{where}: already {status}, skipped")
+                return "skipped"
+            return self._run_locked(run_dir, index, cfg)
+        finally:
+            lock.release()
+
+    def _run_locked(self, run_dir: RunDir, index: int, cfg: dict) -> str:
+        where = f"[{run_dir.tag}] config {index}"
+        signals = getattr(self, "_signals", None) or _SignalRecorder()
+        try:
+            return self._train_point(run_dir, index, cfg)
+        except (KeyboardInterrupt, Interrupted, SystemExit) as exc:
+            signum = signals.received or (exc.signum if isinstance(exc, Interrupted) else None)
+            if signum is None and isinstance(exc, KeyboardInterrupt):
+                signum = signal.SIGINT
+            if signum is None:  # a sys.exit() in user code: a failure, and the process ends
+                _record(run_dir, index, "failed", error=f"SystemExit({exc.code!r})")
+                raise
+            name = signal.Signals(signum).name
+            ckpt = getattr(self, "_last_interrupt_checkpoint", None)
+            _record(run_dir, index, "interrupted", signal=name, checkpoint=ckpt,
+                    error=f"stopped by {name}" + ("" if ckpt else " (no checkpoint could be written)"))
+            print(f"{where}: interrupted by {name}" + (f"; checkpoint {ckpt}" if ckpt else ""), file=sys.stderr)
+            raise Interrupted(signum) from None
         except Exception:  # noqa: BLE001 - recorded, and the grid goes on
             tb = traceback.format_exc()
-            (run_dir.point_dir(index) / "error.txt").write_text(tb)
-            run_dir.write_summary(index, status="failed", error=tb.strip().splitlines()[-1])
-            print(f"[{run_dir.tag}] config {index}: FAILED ({tb.strip().splitlines()[-1]}); "
-                  f"traceback in {run_dir.point_dir(index) / 'error.txt'}")
-            status = "failed"
-        return status
+            last = tb.strip().splitlines()[-1]
+            error_txt = run_dir.point_dir(index) / "error.txt"
+            try:
+                write_text_atomic(error_txt, tb)
+            except OSError as err:
+                print(f"error: cannot write {error_txt}: {_os_error(err)}", file=sys.stderr)
+                error_txt = None
+            _record(run_dir, index, "failed", error=last)
+            print(f"{where}: FAILED ({last})" + (f"; traceback in {error_txt}" if error_txt else ""))
+            return "failed"
 
     def _train_point(self, run_dir: RunDir, index: int, cfg: dict) -> str:
         import pytorch_lightning as pl
@@ -249,95 +668,176 @@ class BasicManager:
         from core_code.util.lightning import DataModule
         from experiments.logging import LoggingCallback, finish_wandb, make_wandb_logger
 
+        signals = getattr(self, "_signals", None) or _SignalRecorder()
+        self._last_interrupt_checkpoint = None
         pdir = run_dir.point_dir(index)
         pdir.mkdir(parents=True, exist_ok=True)
         trainer_cfg = self.trainer_config()
+        pid = point_id(cfg)
         # What ran: the resolved configuration, the Trainer settings and the provenance.
-        run_config = {**cfg, "trainer": trainer_cfg, "id": point_id(cfg), "tag": run_dir.tag, "index": index,
+        run_config = {**cfg, "trainer": trainer_cfg, "id": pid, "tag": run_dir.tag, "index": index,
                       "provenance": provenance()}
         write_json(pdir / "config.json", run_config)
-        ckpt = run_dir.resume_checkpoint(index)
-        ckpt = self._readable_checkpoint(ckpt)
-        run_dir.write_summary(index, status="running", id=point_id(cfg), resumed_from=str(ckpt) if ckpt else None)
-
-        pl.seed_everything(cfg["custom"]["seed"], workers=cfg["custom"]["workers"], verbose=False)
-        data = self.make_data(cfg["data"])
-        models = self.make_model(cfg["architecture"], data)
-        data_module = DataModule(data, **cfg["training"])
-        module = LightningMultitask(models, **cfg["training"])
-        module.save_hyperparameters(jsonable(run_config), logger=False)  # into every checkpoint
-        callbacks = self.make_callbacks(cfg, pdir)
-        arch = cfg["architecture"].get("architecture_key", "model")
-        logger = make_wandb_logger(
-            project=f"logging_{self.experiment}",
-            name=f"{run_dir.tag}_config{index}",
-            run_id=f"{run_dir.tag}-{point_id(cfg)}".replace(".", "-"),
-            group=str(arch),
-            tags=[self.experiment, run_dir.tag, str(arch)],
-            config=run_config,
-            save_dir=str(self.runs_dir.parent),  # W&B files in wandb/ beside runs/
-            mode=self.wandb_mode,
-        )
+        ckpt, ckpt_history = self._choose_checkpoint(run_dir, index, pid)
+        if ckpt is not None:
+            self._check_metrics_csv(pdir, ckpt_history)
+        run_dir.write_summary(index, status="running", id=pid, resumed_from=ckpt, error=None, signal=None,
+                              started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        heartbeat = _Heartbeat(run_dir, index)
+        heartbeat.start()
         try:
-            trainer = module.fit(data_module, logger=logger, callbacks=callbacks, ckpt_path=ckpt,
-                                 **{"default_root_dir": str(pdir), **trainer_cfg})
-            if sum(data.n_samples("test").values()) > 0:
-                trainer.test(module, datamodule=data_module, verbose=False)
+            pl.seed_everything(cfg["custom"]["seed"], workers=cfg["custom"]["workers"], verbose=False)
+            data = self.make_data(cfg["data"])
+            models = self.make_model(cfg["architecture"], data)
+            data_module = DataModule(data, **cfg["training"])
+            module = LightningMultitask(models, **cfg["training"])
+            module.save_hyperparameters(jsonable(run_config), logger=False)  # into every checkpoint
+            callbacks = self.make_callbacks(cfg, pdir)
+            state_cb = _RunStateCallback(self, run_dir, index, signals)
+            arch = cfg["architecture"].get("architecture_key", "model")
+            logger = make_wandb_logger(
+                project=f"logging_{self.experiment}",
+                name=f"{run_dir.tag}_config{index}",
+                run_id=f"{run_dir.tag}-{pid}".replace(".", "-"),
+                group=str(arch),
+                tags=[self.experiment, run_dir.tag, str(arch)],
+                config=run_config,
+                save_dir=str(self.runs_dir.parent),  # W&B files in wandb/ beside runs/
+                mode=self.wandb_mode,
+            )
+            try:
+                signals.graceful = True
+                try:
+                    # checkpoint_every_n_epochs None: no periodic checkpoints, not even Lightning's default one
+                    off = {"enable_checkpointing": False} if cfg["custom"]["checkpoint_every_n_epochs"] is None else {}
+                    trainer = module.fit(data_module, logger=logger, callbacks=[*callbacks, state_cb],
+                                         ckpt_path=ckpt, **{"default_root_dir": str(pdir), **off, **trainer_cfg})
+                finally:
+                    signals.graceful = False
+                signals.check()  # a signal that came after the last batch still stops this point
+                log_cb = next((cb for cb in callbacks if isinstance(cb, LoggingCallback)), None)
+                diverged = log_cb.diverged if log_cb is not None else None
+                status, note = _stop_status(trainer, diverged)
+                if status in FINISHED and sum(data.n_samples("test").values()) > 0:
+                    trainer.test(module, datamodule=data_module, verbose=False)
+                    signals.check()
+            finally:
+                finish_wandb()
         finally:
-            finish_wandb()
-        log_cb = next((cb for cb in callbacks if isinstance(cb, LoggingCallback)), None)
-        diverged = log_cb.diverged if log_cb is not None else None
-        status = "diverged" if diverged else "done"
-        if trainer.interrupted and not diverged:
-            status = "failed"
-        run_dir.write_summary(index, status=status, epochs=trainer.current_epoch,
-                              final=log_cb.final_metrics() if log_cb is not None else {}, diverged=diverged)
-        print(f"[{run_dir.tag}] config {index}: {status} after {trainer.current_epoch} epochs -> {pdir}")
+            heartbeat.stop()
+        fields: dict[str, Any] = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                                  "final": log_cb.final_metrics() if log_cb is not None else {},
+                                  "diverged": diverged, "stop": note}
+        if status == "time_limit":
+            fields["checkpoint"] = self._last_interrupt_checkpoint
+        if status == "failed":
+            fields["error"] = note
+        run_dir.write_summary(index, status=status, **fields)
+        print(f"[{run_dir.tag}] config {index}: {status} after {trainer.current_epoch} epochs ({note}) -> {pdir}")
         return status
 
-    @staticmethod
-    def _readable_checkpoint(path: Optional[Path]) -> Optional[str]:
-        """``path`` if it loads; otherwise report it and return None (restart from scratch)."""
-        if path is None:
-            return None
+    def _choose_checkpoint(self, run_dir: RunDir, index: int, pid: str) -> tuple[Optional[str], list]:
+        """The checkpoint to resume from: the one with the most progress that can be read.
+
+        Every checkpoint file of the point is checked (mapped, not read). An unreadable one
+        is renamed ``*.unreadable`` and the next one is tried; one that belongs to another
+        point id is left alone. Returns (path or None, the LoggingCallback history it holds).
+        """
         import torch
 
+        usable = []
+        for path in run_dir.checkpoint_candidates(index):
+            try:
+                # mmap: checks the file without reading the tensors (Lightning loads it next)
+                ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+                if not isinstance(ck, dict) or "state_dict" not in ck:
+                    raise ValueError("not a Lightning checkpoint")
+            except Exception as err:  # noqa: BLE001 - any unreadable file: try the next one
+                aside = path.with_name(path.name + ".unreadable")
+                print(f"[{run_dir.tag}] config {index}: checkpoint {path} cannot be read ({type(err).__name__}: "
+                      f"{err}); moved to {aside.name}, trying older checkpoints")
+                try:  # a link (last.ckpt): keep the unreadable file itself under the link's name
+                    path.resolve(strict=True).rename(aside)
+                    if path.is_symlink():
+                        path.unlink()
+                except OSError:
+                    pass
+                continue
+            ck_id = (ck.get("hyper_parameters") or {}).get("id")
+            if ck_id is not None and ck_id != pid:
+                print(f"[{run_dir.tag}] config {index}: checkpoint {path} belongs to point id {ck_id}, not {pid}; "
+                      "not used")
+                continue
+            history = next((s["history"] for s in (ck.get("callbacks") or {}).values()
+                            if isinstance(s, dict) and isinstance(s.get("history"), list)), [])
+            usable.append(((ck.get("global_step", -1), ck.get("epoch", -1), path.stat().st_mtime), path, history))
+            del ck
+        if not usable:
+            if run_dir.checkpoint_candidates(index) or any(run_dir.point_dir(index).glob("**/*.unreadable")):
+                print(f"[{run_dir.tag}] config {index}: no readable checkpoint; restarting this point from scratch")
+            return None, []
+        _, path, history = max(usable, key=lambda u: u[0])
+        return str(path), history
+
+    @staticmethod
+    def _check_metrics_csv(pdir: Path, history: list) -> None:
+        """Before a resume: a metrics.csv that is unreadable or lacks epochs the checkpoint has is
+        moved aside, so the LoggingCallback rebuilds it from the checkpoint's history."""
+        import csv
+
+        path = pdir / "metrics.csv"
+        if not path.exists() or not history:
+            return
+        problem = None
         try:
-            # mmap: checks the file without reading the tensors (Lightning loads it next)
-            torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file means: start again
-            print(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); restarting this point "
-                  "from scratch")
-            path.rename(path.with_suffix(".ckpt.unreadable"))
-            return None
-        return str(path)
+            with path.open(newline="", encoding="utf-8") as fh:
+                epochs = {int(float(r["epoch"])) for r in csv.DictReader(fh)}
+            lost = sorted({int(r["epoch"]) for r in history if "epoch" in r} - epochs)
+            if lost:
+                problem = f"it lacks epochs {lost[:5]}{'...' if len(lost) > 5 else ''}"
+        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as err:
+            problem = f"{type(err).__name__}: {err}"
+        if problem:
+            aside = path.with_name(f"metrics.csv.unreadable-{time.strftime('%Y%m%d_%H%M%S')}")
+            path.replace(aside)
+            print(f"{path} cannot be used ({problem}); moved to {aside.name} and rebuilt from the "
+                  f"checkpoint's history ({len(history)} epochs)")
 
     # --------------------------------------------------------------- status
     def status_table(self, experimentbatch_name: str) -> str:
-        """Aligned table of the TAG's grid points with their status."""
+        """Aligned table of the TAG's grid points with their status (and why, when unfinished)."""
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
+        if run_dir.manifest() is None:
+            raise GridError(f"no readable manifest under {run_dir.root}: {run_dir.manifest_path} is missing or "
+                            "unreadable (a rerun of the TAG rebuilds it from the points' records when they match "
+                            "the grid)")
         rows = run_dir.statuses()
-        if not rows:
-            raise GridError(f"no runs found under {run_dir.root} (no manifest.json)")
-        lines = [f"{'index':>5}  {'id':<10}  {'status':<8}  epochs"]
+        lines = [f"{'index':>5}  {'id':<10}  {'status':<11}  {'epochs':>6}  note"]
         for index, pid, status in rows:
-            epochs = run_dir.summary(index).get("epochs", "")
-            lines.append(f"{index:>5}  {pid:<10}  {status:<8}  {epochs}")
+            summary = run_dir.summary(index)
+            note = ""
+            if status == "stale":
+                note = summary.get("stale", "")
+            elif status == "running":
+                note = f"host {summary.get('host')}, pid {summary.get('pid')}, heartbeat {summary.get('heartbeat')}"
+            elif status in ("failed", "interrupted", "time_limit"):
+                note = str(summary.get("error") or summary.get("stop") or "")
+            lines.append(f"{index:>5}  {pid:<10}  {status:<11}  {summary.get('epochs', ''):>6}  {note}".rstrip())
         counts = count_statuses(s for _, _, s in rows)
         lines.append("  ".join(f"{k}: {v}" for k, v in counts.items()))
         return "\n".join(lines)
 
     def missing(self, experimentbatch_name: str) -> list[int]:
-        """1-based indices of the TAG's grid points that are not done (all, for a new TAG).
+        """1-based indices of the TAG's grid points that are not finished (all, for a new TAG).
 
-        Raises GridChangedError when the TAG holds another grid than this experiment's.
+        Unfinished: every status but done/diverged (pending, running, stale, failed,
+        interrupted, time_limit). Raises GridChangedError when the TAG holds another grid
+        than this experiment's (a missing manifest is checked against the points' records).
         """
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
         configs = self.validate()
-        if run_dir.manifest() is None:
-            return list(range(1, len(configs) + 1))
-        run_dir.ensure_manifest(self.experiment, configs)
-        return [i for i, _, s in run_dir.statuses() if s not in FINISHED]
+        manifest = run_dir.ensure_manifest(self.experiment, configs, write=False)
+        return [i for i, _, s in run_dir.statuses(manifest) if s not in FINISHED]
 
 
-__all__ = ["BasicManager", "GridError", "GridChangedError"]
+__all__ = ["BasicManager", "GridError", "GridChangedError", "Interrupted", "FINISHED"]

@@ -117,7 +117,7 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     config = json.loads((point / "config.json").read_text())
     assert config["architecture"]["width"] == 16 and config["trainer"]["max_epochs"] == 2
     # the resolved configuration: preset expanded, defaults filled, plus provenance
-    assert config["architecture"]["list_a"] == [-0.5, 0, 0.5] and config["architecture"]["c"] == 0
+    assert config["architecture"]["list_a"] == [-0.5, 0, 0.5] and config["architecture"]["list_b"] == [0.5, 0.5, 0.5]
     assert config["architecture"]["bias_tune"] == 1.0 and config["data"]["data_generators_val"] == "equi"
     assert config["data"]["x_min_test"] == -1 and config["training"]["shuffle"] is True
     assert config["custom"]["workers"] is True and config["id"] == summary["id"]

@@ -22,7 +22,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "precision": 32,
     "enable_progress_bar": True,
     "max_epochs": 2,
-    "max_time": "00:08:00:00",
+    # No max_time default: a time limit must be asked for (a run it stops is 'time_limit', not 'done').
 }
 
 # Keys of Lightning 1.x that 2.x removed, with what replaced them.
