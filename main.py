@@ -93,8 +93,8 @@ def parse_trainer_args(items: Sequence[str]) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="compositeSine", help="experiment name (default compositeSine)")
-    p.add_argument("--num_config", type=int, default=None,
-                   help="1-based grid point to run (a job-array index); default: all points")
+    p.add_argument("--num_config", default=None, metavar="I|A-B",
+                   help="1-based grid point to run (a job-array index), or a range A-B; default: all points")
     p.add_argument("--experimentbatch_name", default=None,
                    help="TAG: results go to runs/TAG/ (default: <experiment>_<date>_<time>)")
     p.add_argument("--config_trainer", nargs="*", default=[], metavar="KEY:VALUE",
@@ -131,6 +131,18 @@ def list_grid(manager) -> str:
         merged = {k: v for part in point.values() for k, v in part.items()}
         lines.append(f"{i:>4}  " + "  ".join(f"{k}={merged[k]!r}" for k in keys))
     return "\n".join(lines)
+
+
+def parse_num_config(text: str) -> tuple[int, int]:
+    """'3' -> (3, 3), '2-5' -> (2, 5) (1-based, inclusive); UsageError otherwise."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(\d+)\s*)?", str(text))
+    if not m:
+        raise UsageError(f"--num_config {text!r}: give a 1-based grid point I or a range A-B (e.g. 3 or 2-5)")
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) is not None else first
+    if last < first:
+        raise UsageError(f"--num_config {text!r}: the range A-B needs A <= B")
+    return first, last
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -182,10 +194,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         size = manager.grid_size()
         indices = None
         if args.num_config is not None:
-            if not 1 <= args.num_config <= size:
+            first, last = parse_num_config(args.num_config)
+            if not 1 <= first <= last <= size:
                 raise UsageError(f"--num_config {args.num_config} is out of range: the grid of "
                                  f"{args.experiment} has {size} points (1..{size})")
-            indices = [args.num_config - 1]
+            indices = list(range(first - 1, last))
         tag = args.experimentbatch_name or f"{args.experiment}_{time.strftime('%Y%m%d_%H%M%S')}"
         results = manager.run(tag, indices)
     except (UsageError, ConfigError, GridChangedError) as err:
