@@ -56,3 +56,13 @@ def test_nested_three_dicts_count():
 def test_empty_list_is_an_error():
     with pytest.raises(ConfigError, match="'w' is an empty list"):
         grid_config_lists({"w": []})
+
+
+@pytest.mark.parametrize("values,dup", [([8, 8], 8), ([[0, 1], [0, 1]], [0, 1]), ([None, 1, None], None)])
+def test_duplicate_axis_values_are_refused(values, dup):
+    with pytest.raises(ConfigError, match=f"lists the value {dup!r} more than once".replace("[", r"\[")):
+        grid_config_lists({"a": values})
+
+
+def test_equal_but_differently_typed_values_are_distinct():
+    assert len(grid_config_lists({"a": [1, 1.5, True]})[0]) == 3
