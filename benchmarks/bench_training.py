@@ -115,7 +115,7 @@ def build_problem(width: int, depth: int, seed: int = SEED, n_train: Optional[di
     arch = {k: _unwrap(v) for k, v in configs.configs_architecture.items()}
     ntk = abc_preset("NTK", depth)
     if depth == 6:  # the experiment's own exponents are the NTK ones
-        assert (arch["list_a"], arch["list_b"], arch["c"]) == (ntk["list_a"], ntk["list_b"], ntk["c"]), arch
+        assert (arch["list_a"], arch["list_b"]) == (ntk["list_a"], ntk["list_b"]) and arch["c"] == 0, arch
     arch.update(width=width, depth=depth, **ntk)
     model = create_model(**arch)
     training = {k: _unwrap(v) for k, v in configs.configs_training.items()}
