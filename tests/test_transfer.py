@@ -127,3 +127,12 @@ def test_compare_draws_grids_side_by_side(tmp_path, capsys):
     assert capsys.readouterr().out.count("drift exponent") == 2
     with pytest.raises(SystemExit):
         tr.main(["--compare", TAG])  # needs --out
+
+
+def test_a_best_lr_at_the_grid_edge_is_flagged():
+    results = [(16.0, 0.1, 0, 0.5), (16.0, 0.01, 0, 0.3), (16.0, 0.001, 0, 0.6),
+               (32.0, 0.1, 0, 0.2), (32.0, 0.01, 0, 0.4), (32.0, 0.001, 0, 0.6)]
+    assert tr.at_edge(results) == {32.0}
+    text = tr.format_best_table(tr.best_learning_rates(results), 1.0, "final", tr.at_edge(results))
+    assert "     32         0.1*" in text and "     16        0.01 " in text
+    assert text.endswith("drift is unreliable; widen --learning_rates")

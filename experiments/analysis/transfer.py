@@ -132,14 +132,24 @@ def grid_label(runs_dir: Path | str, tag: str) -> str:
 
 
 # ------------------------------------------------------------------ output
+def at_edge(results: Sequence[Result]) -> set[float]:
+    """Widths whose best learning rate is the smallest or largest one tried (the optimum may lie beyond)."""
+    table = loss_table(results)
+    return {w for w, (lr, *_) in best_learning_rates(results).items() if lr in (min(table[w]), max(table[w]))}
+
+
 def format_best_table(best: dict[float, tuple[float, float, Optional[float], int]], drift: Optional[float],
-                      metric: str) -> str:
-    """The best-lr table and the drift exponent as text."""
+                      metric: str, edges: frozenset | set = frozenset()) -> str:
+    """The best-lr table and the drift exponent as text; widths in ``edges`` get a ``*``."""
     lines = [f"{'width':>7}  {'best lr':>10}  {metric + ' val loss':>15}  {'std':>9}  {'n':>3}"]
     for width, (lr, mean, std, n) in sorted(best.items()):
-        lines.append(f"{width:>7g}  {lr:>10.4g}  {mean:>15.4g}  {'-' if std is None else f'{std:.2g}':>9}  {n:>3}")
+        lines.append(f"{width:>7g}  {lr:>10.4g}{'*' if width in edges else ' '} {mean:>15.4g}  "
+                     f"{'-' if std is None else f'{std:.2g}':>9}  {n:>3}")
     lines.append("drift exponent (slope of log best lr vs log width): "
                  + ("- (fewer than 2 widths)" if drift is None else f"{drift:+.3f}"))
+    if edges:
+        lines.append("* best lr at the edge of the learning-rate grid: the optimum may lie beyond it and the "
+                     "drift is unreliable; widen --learning_rates")
     return "\n".join(lines)
 
 
@@ -226,7 +236,7 @@ def compare(runs_dir: Path | str, tags: Sequence[str], out_stem: Path, metric: s
         drift = drift_exponent({w: v[0] for w, v in best.items()})
         _draw(ax, results, _title(runs_dir, tag, results, drift, metric), metric, task)
         texts.append(f"{grid_label(runs_dir, tag)} ({tag}), {len(results)} finished points\n"
-                     + format_best_table(best, drift, metric))
+                     + format_best_table(best, drift, metric, at_edge(results)))
     return _save(fig, out_stem), "\n\n".join(texts)
 
 
@@ -242,7 +252,7 @@ def analyse(runs_dir: Path | str, tag: str, metric: str = "final", task: int = 0
         files += plot_transfer(results, out_stem or root / "transfer", _title(runs_dir, tag, results, drift, metric),
                                metric, task)
     text = f"{grid_label(runs_dir, tag)} ({tag}), {len(results)} finished points\n" + format_best_table(
-        best, drift, metric)
+        best, drift, metric, at_edge(results))
     return {"best": best, "drift": drift, "files": files, "text": text}
 
 
