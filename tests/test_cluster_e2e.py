@@ -200,6 +200,27 @@ def test_grid_runs_as_a_job_array_and_comes_back(cluster):
     assert r.returncode == 0 and "nothing to submit" in r.stderr, r.stderr
 
 
+def test_packed_array_runs_two_points_per_element(cluster):
+    """POINTS_PER_TASK=2 over tinyTest's 3 points: 2 array elements (--num_config 1-2 and 3),
+    every point done after the fetch (needs main.py's --num_config ranges)."""
+    tag = "e2e-packed"
+    cluster.write_settings("POINTS_PER_TASK=2\n")
+    r = cluster.script("run_remote.sh", tag, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert 'NUM_CONFIGS=(\n  "1-2" "3"\n)' in r.stdout
+    job = cluster.submit(tag)
+    cluster.wait_job(job, tag)
+    run = cluster.fetch(tag)
+    assert [summary(run, i)["status"] for i in (1, 2, 3)] == ["done"] * 3, cluster.logs(tag)
+    logs = sorted(p.name for p in (run / "cluster").glob(f"slurm-{job}_*.out"))
+    assert logs == [f"slurm-{job}_1.out", f"slurm-{job}_2.out"]
+    for element, num_config in ((1, "1-2"), (2, "3")):
+        log = (run / "cluster" / f"slurm-{job}_{element}.out").read_text()
+        assert f"--num_config {num_config} " in log and "main.py exited with status 0" in log, log
+    r = cluster.script("run_remote.sh", tag, "--missing")
+    assert r.returncode == 0 and "nothing to submit" in r.stderr, r.stderr
+
+
 def test_tag_used_with_another_grid_is_refused(cluster):
     """runs/TAG on the cluster holds the tinyTest grid: another experiment's grid under the
     same TAG is refused before anything is submitted."""
