@@ -254,13 +254,16 @@ class EnsembleOptimizer(torch.optim.Optimizer):
 
     def _views(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per parameter: lr_k * active_k shaped (K, 1, ..., 1) on the parameter's device."""
-        act = self.active.to(torch.float32)
-        return [(lr.to(p.device) * act.to(p.device)).view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
-                for lr, p in zip(self._lrs, params)]
+        if self._lr_views is None or self._lr_views[0].device != params[0].device:
+            self._lr_views = [lr.to(p.device, p.dtype).view(-1, *([1] * (p.dim() - 1)))
+                              for lr, p in zip(self._lrs, params)]
+        act = self.active.to(params[0].device, params[0].dtype)
+        return [lr * act.view(-1, *([1] * (lr.dim() - 1))) for lr in self._lr_views]
 
     def set_lrs(self, lrs: Sequence[torch.Tensor]) -> None:
         """Replace the (K,) learning rates (e.g. after loading a checkpoint)."""
         self._lrs = [lr.to(torch.float32) for lr in lrs]
+        self._lr_views = None
 
     @torch.no_grad()
     def reset_members(self, mask: torch.Tensor) -> None:
@@ -646,6 +649,9 @@ class VectorizedMultitask(pl.LightningModule):
         if reg is None:
             return None
         alphas, ord_ = reg
+        if alphas.device != self.device:
+            alphas = alphas.to(self.device)
+            self._reg[task] = (alphas, ord_)
         total = None
         for _, p in self.ensemble.named_stacked():
             n = torch.linalg.vector_norm(p.reshape(self.K, -1), ord_, dim=1).pow(2)

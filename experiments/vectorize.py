@@ -242,7 +242,7 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
     if test_rows > 0 and finished:
         trainer.test(module, datamodule=dm, verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer.save_checkpoint(Path(tmp) / "ensemble.ckpt")
+        trainer.save_checkpoint(Path(tmp) / "ensemble.ckpt", weights_only=False)
         base = torch.load(Path(tmp) / "ensemble.ckpt", map_location="cpu", weights_only=False)
     results = []
     for k in range(len(configs)):

@@ -1,0 +1,224 @@
+"""Vectorized grid points vs one run per point: wall time, and peak memory.
+
+    .venv/bin/python benchmarks/bench_vectorized.py                        # everything
+    .venv/bin/python benchmarks/bench_vectorized.py --sections time --sizes 64x3 --points 16 --epochs 20
+    .venv/bin/python benchmarks/bench_vectorized.py --sections impl        # baddbmm vs vmap forward
+
+A seed sweep of compositeSine (data and training of ``experiments/compositeSine/configs.py``,
+an NTK abcMLP of the given size, SGD, 13 steps an epoch, 2048 validation points): K points
+that differ only in ``seed`` (custom seed: data draws, init, batch order), ``--epochs`` each.
+
+- ``time``: (a) ``experiments.vectorize.train_group`` on all K points (one ensemble, one
+  Trainer: data, baselines, in-domain rows, per-member results and checkpoints included);
+  (b) the same K points one by one in this process, each as ``BasicManager._train_point``
+  builds it (``seed_everything``, data, model, ``DataModule``, ``LightningMultitask``, the
+  experiment's ``LoggingCallback`` without plots, a quiet Trainer); (c) K separate
+  processes, estimated as K x (process start of ``python -c "import torch,
+  pytorch_lightning"``, measured, + one point of (b)). Prints seconds and speed-ups.
+- ``impl``: the ensemble's training epoch with batched matmuls (``baddbmm``) vs
+  ``vmap(functional_call)`` at each size.
+- ``mem``: peak resident memory (VmHWM) of fresh processes: imports only, one point, and
+  the K-point ensemble (2 epochs each); checks K-member <= K x (single - imports) + imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+             num_sanity_val_steps=0, accelerator="auto", devices=1)
+
+
+def _unwrap(value):
+    return value[0] if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list) else value
+
+
+def configs(width: int, depth: int, points: int) -> list[dict]:
+    """K resolved compositeSine points (seeds 1..K) at width x depth, NTK."""
+    from core_code.create_model import resolve_architecture
+    from core_code.model_lib.parametrizations import abc_preset
+    from core_code.util.default_config import init_config_data, init_config_training
+    from experiments.compositeSine import configs as exp
+
+    arch = {k: _unwrap(v) for k, v in exp.configs_architecture.items()}
+    arch.update(width=width, depth=depth, **abc_preset("NTK", depth))
+    arch.pop("c", None)
+    training = {k: _unwrap(v) for k, v in exp.configs_training.items()}
+    return [{"data": init_config_data(**exp.configs_data), "architecture": resolve_architecture(**arch),
+             "training": init_config_training(**training), "custom": {"seed": s, "workers": True}}
+            for s in range(1, points + 1)]
+
+
+class Builder:
+    def make_data(self, config_data):
+        from core_code.create_data import CreateData
+
+        return CreateData(**config_data)
+
+    def make_model(self, config_architecture, data):
+        from core_code.create_model import create_model
+
+        return create_model(**config_architecture)
+
+
+def single_point(cfg: dict, epochs: int) -> tuple[float, float]:
+    """One point as the one-point path trains it; (wall, CPU) seconds."""
+    import pytorch_lightning as pl
+
+    from core_code.lightning_multitask import LightningMultitask
+    from core_code.util.lightning import DataModule
+    from experiments.compositeSine.logging_callback import LoggingCallback
+
+    t, c = time.perf_counter(), time.process_time()
+    pl.seed_everything(cfg["custom"]["seed"], workers=True, verbose=False)
+    b = Builder()
+    data = b.make_data(cfg["data"])
+    model = b.make_model(cfg["architecture"], data)
+    dm = DataModule(data, **cfg["training"])
+    lm = LightningMultitask(model, **cfg["training"])
+    pl.Trainer(**{**QUIET, "max_epochs": epochs, "callbacks": [LoggingCallback(None, plot=False)]}).fit(
+        lm, datamodule=dm)
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def vectorized(cfgs: list[dict], epochs: int, impl: str = "auto") -> tuple[float, float]:
+    """``train_group`` on ``cfgs``; (wall, CPU) seconds."""
+    from experiments.vectorize import train_group
+
+    t, c = time.perf_counter(), time.process_time()
+    results = train_group(Builder(), cfgs, {**QUIET, "max_epochs": epochs}, impl=impl)
+    assert all(r.status == "done" for r in results), [r.status for r in results]
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def process_start(repeats: int = 3) -> tuple[float, float]:
+    """Medians of (wall, CPU) seconds of ``python -c "import torch, pytorch_lightning"``."""
+    import resource
+
+    walls, cpus = [], []
+    for _ in range(repeats):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, pytorch_lightning"], check=True)
+        walls.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def section_time(sizes, points: int, epochs: int, repeats: int) -> None:
+    start_wall, start_cpu = process_start()
+    print(f"process start (import torch, pytorch_lightning): {start_wall:.2f} s wall, {start_cpu:.2f} s CPU")
+    for w, d in sizes:
+        cfgs = configs(w, d, points)
+        single_point(cfgs[0], 1)  # warm-up (imports, kernels)
+        vectorized(cfgs[:2], 1)
+        vec, one = [], []
+        for _ in range(repeats):  # interleaved
+            vec.append(vectorized(cfgs, epochs))
+            runs = [single_point(c, epochs) for c in cfgs]
+            one.append((sum(r[0] for r in runs), sum(r[1] for r in runs)))
+        for i, (what, start) in enumerate((("wall", start_wall), ("CPU", start_cpu))):
+            v = statistics.median(x[i] for x in vec)
+            o = statistics.median(x[i] for x in one)
+            sep = points * start + o
+            print(f"{w}x{d}, {points} points x {epochs} epochs, {what}: vectorized {v:.2f} s | one by one "
+                  f"{o:.2f} s ({o / v:.1f}x) | {points} processes (est. {points} x start + one by one) {sep:.1f} s "
+                  f"({sep / v:.1f}x)  [vec {', '.join(f'{x[i]:.2f}' for x in vec)}; "
+                  f"one {', '.join(f'{x[i]:.2f}' for x in one)}]")
+
+
+def section_impl(sizes, points: int, epochs: int) -> None:
+    for w, d in sizes:
+        cfgs = configs(w, d, points)
+        vectorized(cfgs[:2], 1, "bmm")
+        vectorized(cfgs[:2], 1, "vmap")
+        res = {impl: [] for impl in ("bmm", "vmap")}
+        for _ in range(3):
+            for impl in res:
+                res[impl].append(vectorized(cfgs, epochs, impl))
+        for i, what in enumerate(("wall", "CPU")):
+            b = statistics.median(x[i] for x in res["bmm"])
+            v = statistics.median(x[i] for x in res["vmap"])
+            print(f"{w}x{d}, {points} members x {epochs} epochs, {what}: baddbmm {b:.2f} s, vmap {v:.2f} s "
+                  f"(vmap/baddbmm {v / b:.2f})")
+
+
+def _child(kind: str, w: int, d: int, points: int) -> None:
+    import warnings as _w
+
+    _w.simplefilter("ignore")
+    import pytorch_lightning  # noqa: F401
+    import torch  # noqa: F401
+
+    cfgs = configs(w, d, points)
+    if kind == "single":
+        single_point(cfgs[0], 2)
+    elif kind == "vectorized":
+        vectorized(cfgs, 2)
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print(json.dumps({"kb": hwm}))
+
+
+def section_mem(sizes, points: int) -> None:
+    for w, d in sizes:
+        kb = {}
+        for kind in ("imports", "single", "vectorized"):
+            out = subprocess.run([sys.executable, __file__, "--child", kind, f"--sizes={w}x{d}", f"--points={points}"],
+                                 check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            kb[kind] = json.loads(out.stdout.strip().splitlines()[-1])["kb"]
+        base, one, many = kb["imports"], kb["single"] - kb["imports"], kb["vectorized"] - kb["imports"]
+        bound = points * one
+        print(f"{w}x{d}: peak RSS imports {base / 1024:.0f} MiB; one point +{one / 1024:.1f} MiB; {points}-member "
+              f"ensemble +{many / 1024:.1f} MiB (bound {points} x one = {bound / 1024:.1f} MiB: "
+              f"{'OK' if many <= bound else 'EXCEEDED'}; {many / max(one, 1):.1f}x one point)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", default="time,impl,mem")
+    ap.add_argument("--sizes", default="64x3,512x4")
+    ap.add_argument("--points", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--child", default=None)
+    args = ap.parse_args()
+    import logging
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric",
+                 "pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    if args.child:
+        _child(args.child, *sizes[0], args.points)
+        return
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores; "
+          f"{args.points} points x {args.epochs} epochs")
+    sections = args.sections.split(",")
+    if "time" in sections:
+        section_time(sizes, args.points, args.epochs, args.repeats)
+    if "impl" in sections:
+        section_impl(sizes, args.points, min(args.epochs, 5))
+    if "mem" in sections:
+        section_mem(sizes, args.points)
+
+
+if __name__ == "__main__":
+    main()
