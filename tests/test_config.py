@@ -2,11 +2,11 @@
 
 import pytest
 
-from core_code.util.config_extractions import ConfigError, check_config, extract_taskconfig
 from core_code.create_model import init_config_architecture, resolve_architecture
 from core_code.model_lib.abcMLP import init_config_abcMLP
 from core_code.model_lib.abcStack import init_config_abcStack
 from core_code.model_lib.Stack import init_config_Stack
+from core_code.util.config_extractions import ConfigError, check_config, extract_taskconfig
 from core_code.util.default_config import init_config_data, init_config_training
 from core_code.util.trainer_config import init_config_trainer
 
@@ -59,8 +59,8 @@ def test_architecture_defaults_match_reference():
 def test_trainer_defaults_and_passthrough():
     cfg = init_config_trainer()
     assert cfg == {"accelerator": "auto", "strategy": "auto", "devices": "auto", "deterministic": False,
-                   "precision": 32, "enable_progress_bar": True, "max_epochs": 2,
-                   "max_time": "00:08:00:00"}
+                   "precision": 32, "enable_progress_bar": True, "max_epochs": 2}
+    assert "max_time" not in cfg  # no hidden time limit: a run stopped by one is 'time_limit', not 'done'
     cfg = init_config_trainer(max_epochs=5, limit_train_batches=3, num_nodes=2)
     assert cfg["max_epochs"] == 5 and cfg["limit_train_batches"] == 3 and cfg["num_nodes"] == 2
 
