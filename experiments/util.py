@@ -17,7 +17,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from core_code.util.config_extractions import ConfigError, check_config, complete_config
+from core_code.util.config_extractions import (
+    ConfigError,
+    check_config,
+    complete_config,
+    extract_taskconfig,
+    task_key,
+)
 from core_code.util.default_config import init_config_data, init_config_training
 from experiments import grid
 from experiments.provenance import provenance
@@ -375,6 +381,23 @@ def check_trainer_config(trainer_cfg: dict) -> None:
 
 
 
+def resolved_lr_exponents(arch: dict, update_rule: Any) -> dict:
+    """The learning-rate exponents (``list_c``, ``list_c_bias``) the optimizer(s) will use.
+
+    Per task (``{'task_0': ..., ...}``) when the architecture or the update rule is
+    task-specific, since each task's optimizer resolves its own; ``{}`` for architectures
+    without abc exponents. A preset not defined for the optimizer raises a ConfigError.
+    """
+    from core_code.model_lib.parametrizations import lr_exponents_for
+
+    tasks = (check_config(**arch) or set()) | (check_config(update_rule=update_rule) or set())
+    if not tasks:
+        return lr_exponents_for(arch, update_rule)
+    return {task_key(t): lr_exponents_for(extract_taskconfig(arch, t),
+                                          extract_taskconfig({"u": update_rule}, t)["u"])
+            for t in sorted(tasks)}
+
+
 class BasicManager:
     """Expands, validates and runs the grid of one experiment."""
 
@@ -427,25 +450,39 @@ class BasicManager:
     def resolve(self, point: dict) -> dict:
         """The complete configuration of one grid point, resolved once.
 
-        ``{'experiment', 'data', 'architecture', 'training', 'custom'}``: every default
-        filled, the architecture's d_in/d_out taken from the data and its parametrization
-        preset expanded. Every component receives these dicts; the grid point's id, its
-        ``config.json`` and its W&B config are computed from them.
+        ``{'experiment', 'data', 'architecture', 'training', 'custom', 'lr_exponents'}``
+        (plus ``'data_fingerprint'`` for file data): every default filled, the
+        architecture's d_in/d_out taken from the data, its parametrization preset expanded,
+        and the learning-rate exponents the preset gives for the configured optimizer(s).
+        Every component receives these dicts; the grid point's id, its ``config.json`` and
+        its W&B config are computed from them.
         """
+        from core_code.create_data import FUNCTION_KEYS, data_fingerprint
+        from core_code.create_model import resolve_architecture
+
         data_cfg = init_config_data(**point["data"])
         data = self.make_data(data_cfg)
+        if data_cfg["data_source"] != "function":  # keys only the function source reads
+            data_cfg = {k: v for k, v in data_cfg.items() if k not in FUNCTION_KEYS}
         arch = dict(point["architecture"])
         arch.setdefault("d_in", data.d_in)
         arch.setdefault("d_out", data.d_out)
-        from core_code.create_model import resolve_architecture
-
-        return {
+        arch = resolve_architecture(**arch)
+        training = init_config_training(**point["training"])
+        cfg = {
             "experiment": self.experiment,
             "data": data_cfg,
-            "architecture": resolve_architecture(**arch),
-            "training": init_config_training(**point["training"]),
+            "architecture": arch,
+            "training": training,
             "custom": complete_config(point["custom"], self.CUSTOM_DEFAULTS, "custom config"),
+            "lr_exponents": resolved_lr_exponents(arch, training["update_rule"]),
         }
+        fingerprint = data_fingerprint(data_cfg)
+        if fingerprint:  # a changed dataset under the same TAG is a changed grid
+            cfg["data_fingerprint"] = fingerprint
+        if getattr(data, "normalization", None) is not None:
+            cfg["data_normalization"] = data.normalization
+        return cfg
 
     def trainer_config(self) -> dict:
         """The Trainer settings of every grid point (defaults filled; not part of the ids)."""
@@ -513,10 +550,10 @@ class BasicManager:
 
     # ------------------------------------------------------------------ hooks
     def make_data(self, config_data: dict):
-        """The data object of a grid point (CreateData by default)."""
-        from core_code.create_data import CreateData
+        """The data object of a grid point, from its ``data_source`` (CreateData by default)."""
+        from core_code.create_data import make_data
 
-        return CreateData(**config_data)
+        return make_data(**config_data)
 
     def make_model(self, config_architecture: dict, data):
         """The model(s) of a grid point; d_in/d_out default to the data's."""

@@ -138,6 +138,8 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     assert config["architecture"]["bias_tune"] == 1.0 and config["data"]["data_generators_val"] == "equi"
     assert config["data"]["x_min_test"] == -1 and config["training"]["shuffle"] is True
     assert config["custom"]["workers"] is True and config["id"] == summary["id"]
+    # tinyTest trains muP with Adam: the exponents recorded are Adam's, per layer
+    assert config["lr_exponents"] == {"list_c": [0.5, 1, 0.5], "list_c_bias": [0.5, 0.5, 0]}
     prov = config["provenance"]
     assert set(prov) == {"git_commit", "git_dirty", "versions", "command", "host"}
     assert set(prov["versions"]) == {"python", "torch", "pytorch_lightning", "wandb", "numpy"}
