@@ -50,6 +50,11 @@ CASES = {
                                       strategy="data_stochastic", steps_per_chunk=2),
     # Chunks gathered at once by the deterministic loader; rank 1 never sees task 0.
     "chunked_missing_per_task": dict(n={0: 4, 1: 40}, batch_size=11, per_task=True, steps_per_chunk=2),
+    # Multi-task methods under DDP: gradient surgery and a learned weighting, on uneven splits.
+    "pcgrad_unequal_single": dict(n={0: 15, 1: 30}, batch_size=9, per_task=False, mtl_method="pcgrad"),
+    "pcgrad_unequal_per_task": dict(n={0: 15, 1: 30}, batch_size=9, per_task=True, mtl_method="pcgrad"),
+    "uw_unequal_single": dict(n={0: 15, 1: 30}, batch_size=9, per_task=False, mtl_method="uw"),
+    "mgda_missing_single": dict(n={0: 4, 1: 40}, batch_size=11, per_task=False, mtl_method="mgda"),
 }
 MAX_EPOCHS = 2
 
@@ -65,7 +70,8 @@ def fit_case(case: str, **trainer_kw):
     model = tiny_model()
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     lr = {"task_0": 0.05, "task_1": 0.1} if spec["per_task"] else 0.05
-    lm = LightningMultitask(model, update_rule="SGD", learning_rate=lr, regularization_alpha=0.01)
+    lm = LightningMultitask(model, update_rule="SGD", learning_rate=lr, regularization_alpha=0.01,
+                            mtl_method=spec.get("mtl_method", "sum"))
     data = case_data(case)
     dm = DataModule(data, batch_size=spec["batch_size"], shuffle=True,
                     batching_strategy=spec.get("strategy", "data_deterministic"),
