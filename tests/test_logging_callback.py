@@ -164,8 +164,9 @@ def test_plots_per_task_and_active_dim_at_interval_and_last_epoch(tmp_path, d_in
     dm = DataModule(SineData({0: 8, 1: 16}, d_in=d_in), batch_size=8)
     cb = LoggingCallback(tmp_path, logging_epoch_interval=2)
     lm.fit(dm, callbacks=[cb], max_epochs=3, **QUIET)
-    expected = {f"task{t}_dim{d}_epoch{e:04d}.{ext}"
-                for e in (1, 2) for t, d in ((0, 0), (0, 1), (1, 1)) for ext in ("png", "pdf")}
+    # named by epochs trained (1-based): after epoch 2 (the interval) and 3 (the last)
+    expected = {f"{kind}_epoch{e:04d}.{ext}" for e in (2, 3)
+                for kind in ("task0_dim0", "task0_dim1", "task1_dim1", "overview") for ext in ("png", "pdf")}
     files = {p.name for p in (tmp_path / "plots").iterdir()}
     assert files == expected
     assert all((tmp_path / "plots" / f).stat().st_size > 1000 for f in files)
@@ -261,6 +262,7 @@ def test_wandb_offline_run_gets_metrics_and_plots(wandb_env, tmp_path):
     assert {"train/loss_task_0", "validation/loss_task_1", "epoch"} <= keys
     images = [m for m in logged if "plots/task_0_dim_0" in m]
     assert len(images) == 2 and isinstance(images[0]["plots/task_1_dim_1"], wandb.Image)
+    assert isinstance(images[0]["plots/overview"], wandb.Image)
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert os.environ["WANDB_SILENT"] == "true"

@@ -1,13 +1,15 @@
 """LoggingCallback: per-task epoch losses, the metrics CSV, fit plots and the divergence stop.
 
-``LoggingCallback(out_dir, logging_epoch_interval=50)`` gives, per epoch,
+``LoggingCallback(out_dir, logging_epoch_interval=50, title_suffix=None)`` gives, per epoch,
 ``train/loss_task_<t>`` and ``validation/loss_task_<t>``: the data-weighted mean of the
 per-batch task losses (sum of loss * rows over sum of rows, summed over all ranks under
 DDP), sent to the progress bar and to every logger (W&B), kept in ``history`` and
 appended to ``out_dir/metrics.csv`` (``experiments.logging.metrics``). Every
 ``logging_epoch_interval`` epochs and at the last epoch it draws the fit figures
-(``experiments.logging.plots``) to ``out_dir/plots/*.png|pdf`` and, as a
-``wandb.Image``, under ``plots/task_<t>_dim_<d>``. A non-finite epoch loss stops
+(``experiments.logging.plots``; one per task and output plus an overview, named and
+titled by epochs trained, 1-based, with ``title_suffix`` in every title) to
+``out_dir/plots/*.png|pdf`` and, as a ``wandb.Image``, under ``plots/task_<t>_dim_<d>``
+and ``plots/overview``. A non-finite epoch loss stops
 training and names the task and epoch (``diverged``).
 
 Next to ``validation/loss_task_<t>`` (all validation rows of task t) it logs
@@ -191,13 +193,15 @@ class LoggingCallback(pl.Callback):
         baselines: ``baseline/validation_loss[_in_domain]_task_<t>`` of this fit.
     """
 
-    def __init__(self, out_dir: Optional[PathLike], logging_epoch_interval: int = 50, plot: bool = True):
+    def __init__(self, out_dir: Optional[PathLike], logging_epoch_interval: int = 50, plot: bool = True,
+                 title_suffix: Optional[str] = None):
         super().__init__()
         if isinstance(logging_epoch_interval, bool) or int(logging_epoch_interval) < 1:
             raise ValueError(f"logging_epoch_interval must be an int >= 1, got {logging_epoch_interval!r}")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.logging_epoch_interval = int(logging_epoch_interval)
         self.plot = bool(plot)
+        self.title_suffix = title_suffix  # e.g. the grid point's varying values, in every plot title
         self.history: list[dict[str, float]] = []
         self.diverged: Optional[dict[str, Any]] = None
         self.test_metrics: dict[str, float] = {}
@@ -462,17 +466,18 @@ class LoggingCallback(pl.Callback):
             return
         images: dict[str, Any] = {}
         replaced = 0
-        for task, dim, fig in plots.fit_figures(trainer, pl_module, epoch):
+        # file names and titles count epochs trained (1-based), as summary.json's 'epochs'
+        for key, name, fig in plots.snapshot_figures(trainer, pl_module, epoch + 1, self.title_suffix):
             png = None
             if self.plot_dir is not None:
-                stem = plots.plot_stem(self.plot_dir, task, dim, epoch)
+                stem = self.plot_dir / name
                 replaced += plots.save_figure(fig, stem)
                 png = stem.with_suffix(".png")
             if wandb_loggers:
-                images[f"plots/task_{task}_dim_{dim}"] = wandb_session.wandb_image(fig, png)
+                images[key] = wandb_session.wandb_image(fig, png)
             fig.clf()
         if replaced:
-            log.info("%s: replaced %d plot file(s) of epoch %d from an earlier run", self.plot_dir, replaced, epoch)
+            log.info("%s: replaced %d plot file(s) of epoch %d from an earlier run", self.plot_dir, replaced, epoch + 1)
         if images:
             step = batches_that_stepped(trainer)
             for lg in wandb_loggers:
