@@ -41,3 +41,13 @@ def test_the_link_finder_sees_links_and_images(tmp_path):
     f = tmp_path / "x.md"
     f.write_text("see [a](docs/a.md#part) and ![img](docs/i.png \"title\") and [web](https://x.org) [in](#top)")
     assert relative_links(f) == ["docs/a.md", "docs/i.png"]
+
+
+def test_configuration_reference_is_complete_and_current():
+    from experiments import config_reference as ref
+
+    assert ref.missing_meanings() == [], "add a meaning to experiments/config_reference.py MEANINGS"
+    assert ref.stale_meanings() == [], "remove meanings of keys that no longer exist"
+    current = (ROOT / "docs" / "configuration.md").read_text()
+    assert current == ref.render(), (
+        "docs/configuration.md is out of date: python -m experiments.config_reference > docs/configuration.md")
