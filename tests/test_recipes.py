@@ -152,3 +152,58 @@ def test_recipe_logged_metric(tmp_path):
     assert m.run("T") == {1: "done"}
     rows = list(csv.DictReader((tmp_path / "T" / "config1" / "metrics.csv").open()))
     assert len(rows) == 2 and all(float(r["train/weight_norm"]) > 0 for r in rows)
+
+
+def readme_files(section: str) -> dict[str, str]:
+    """``{path: code}`` of the README code blocks of ``section`` whose first line names a file."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index(f"## {section}")
+    end = text.find("\n## ", start + 1)
+    body = text[start:end if end > 0 else None]
+    files = {}
+    for block in body.split("```python\n")[1:]:
+        code = block.split("```", 1)[0]
+        first = code.splitlines()[0]
+        if first.startswith("# experiments/"):
+            files[first[2:].strip()] = code
+    return files
+
+
+@pytest.mark.slow
+def test_recipe_your_first_experiment(tmp_path, monkeypatch):
+    """The README's "Your first experiment", file by file, run through main.py."""
+    import experiments
+
+    files = readme_files("Your first experiment")
+    assert sorted(files) == ["experiments/myFirst/configs.py", "experiments/myFirst/logging_callback.py",
+                             "experiments/myFirst/manager.py"]
+    for path, code in files.items():
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(code)
+    (tmp_path / "experiments" / "myFirst" / "__init__.py").write_text("")
+    monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(tmp_path / "experiments")])
+
+    def loader():
+        from experiments.myFirst import configs, manager
+
+        return manager.Manager, configs
+
+    monkeypatch.setitem(EXPERIMENTS, "myFirst", loader)
+    try:
+        runs = tmp_path / "runs"
+        assert main_mod.main(["--experiment", "myFirst", "--runs_dir", str(runs), "--wandb", "disabled",
+                              "--experimentbatch_name", "T"]) == 0
+        for i in (1, 2):
+            summary = json.loads((runs / "T" / f"config{i}" / "summary.json").read_text())
+            assert summary["status"] == "done" and summary["epochs"] == 40
+            final = summary["final"]
+            for t in (0, 1):  # "both tasks well below their baselines", as the comment promises
+                ratio = final[f"validation/loss_in_domain_task_{t}"] / final[f"baseline/validation_loss_in_domain_task_{t}"]
+                assert ratio < 0.2, (i, t, ratio)
+    finally:
+        function_lib.FUNCTIONS.pop("sineAndBump", None)
+        for mod in [m for m in sys.modules if m.startswith("experiments.myFirst")]:
+            sys.modules.pop(mod)
