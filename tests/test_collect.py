@@ -291,3 +291,152 @@ def test_cli_prints_the_seed_table(tmp_path, capsys):
     with (tmp_path / TAG / "summary_seeds.csv").open(newline="") as fh:
         header, *body = list(csv.reader(fh))
     assert header[:3] == ["learning_rate", "points", "n"] and len(body) == 2
+
+
+# ------------------------------------------------ paper figures, test losses, several TAGs
+WIDTHS = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024]
+
+
+def _width_grid(root: Path, tag=TAG, widths=WIDTHS, scale=1.0, diagnostics=False):
+    """One point per width, done, with train/validation curves (and diagnostics) and a test loss."""
+    points = []
+    for w in widths:
+        cfg = _point_config(w, 0.01)
+        points.append((cfg, "done", None, {"epochs": 2, "final": {"test/loss_task_0": scale / w,
+                                                                 "test/loss_in_domain_task_0": scale / w / 2}}))
+    base = make_grid(root, points, tag=tag)
+    for i, w in enumerate(widths):
+        rows = []
+        for e in range(2):
+            r = {"epoch": e, "train/loss_task_0": scale * (2 - e) / w, "validation/loss_task_0": scale * (3 - e) / w}
+            if diagnostics:
+                r.update({"diagnostics/cos_task_0_task_1": 0.5 - e, "diagnostics/grad_norm_task_0": 1.0 + e,
+                          "diagnostics/grad_norm_task_1": 2.0 + e, "diagnostics/grad_norm_task_1_layer_0": 9.0})
+            rows.append(r)
+        _write_rows(base / f"config{i + 1}" / "metrics.csv", rows)
+    return base
+
+
+def _figures(rows, root, tags):
+    return dict(co.comparison_figures(rows, root, tags))
+
+
+def test_test_losses_in_summary_csv(tmp_path):
+    _width_grid(tmp_path, widths=[16, 32])
+    rows = co.collect(tmp_path, TAG)
+    assert [(r["test_loss_task_0"], r["test_loss_in_domain_task_0"]) for r in rows] == [
+        (1 / 16, 1 / 32), (1 / 32, 1 / 64)]
+    co.write_summary_csv(rows, tmp_path / "s.csv")
+    header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
+    i = header.index("test_loss_task_0")
+    assert header[i:i + 3] == ["test_loss_task_0", "test_loss_in_domain_task_0", "final_val_loss_task_1"]
+    assert "test_loss_task_1" not in header  # task 1 (named by the criterion) was never tested
+
+
+def test_log_axis_ticks_are_the_grid_values(tmp_path):
+    _width_grid(tmp_path, widths=[16, 32, 64, 128, 256, 512])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figures(co.collect(tmp_path, TAG), tmp_path, TAG)["summary_task0_final_vs_width"]
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == [16, 32, 64, 128, 256, 512]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "64", "128", "256", "512"]
+    assert [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()] == []  # no "3x10^1"
+    assert ax.xaxis.get_minorticklocs().size == 0
+    # more values than MAX_TICKS: every k-th one, still grid values
+    assert co.grid_ticks(ax.xaxis, list(range(1, 26))) == list(range(1, 26, 3))
+
+
+def test_every_title_names_the_tag_and_legends_sit_outside(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    _width_grid(tmp_path, diagnostics=True)
+    figs = _figures(co.collect(tmp_path, TAG), tmp_path, TAG)
+    assert sorted(figs) == ["summary_diagnostics", "summary_task0_curves", "summary_task0_final_vs_width"]
+    for name, fig in figs.items():
+        titles = [fig.get_suptitle()] + [ax.get_title() for ax in fig.axes]
+        assert any(t.startswith(f"{TAG}: ") for t in titles), (name, titles)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for legend in fig.legends:
+            for ax in fig.axes:
+                assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+        assert all(ax.get_legend() is None for ax in fig.axes)
+
+
+def test_curves_show_training_and_validation(tmp_path):
+    _width_grid(tmp_path, widths=[16, 32])
+    fig = _figures(co.collect(tmp_path, TAG), tmp_path, TAG)["summary_task0_curves"]
+    train_ax, val_ax = fig.axes
+    assert (train_ax.get_title(), val_ax.get_title()) == ("training loss", "validation loss")
+    assert [list(line.get_ydata()) for line in train_ax.get_lines()] == [[2 / 16, 1 / 16], [2 / 32, 1 / 32]]
+    assert [list(line.get_ydata()) for line in val_ax.get_lines()] == [[3 / 16, 2 / 16], [3 / 32, 2 / 32]]
+    assert list(val_ax.get_lines()[0].get_xdata()) == [1, 2]  # epochs trained, as summary.json's 'epochs'
+    assert train_ax.get_lines()[0].get_color() == val_ax.get_lines()[0].get_color()
+
+
+def test_twelve_points_get_twelve_distinct_colours(tmp_path):
+    colors = co.line_colors(12)
+    assert len(set(colors)) == 12
+    assert len(set(co.line_colors(10))) == 10
+    _width_grid(tmp_path)
+    fig = _figures(co.collect(tmp_path, TAG), tmp_path, TAG)["summary_task0_curves"]
+    drawn = [line.get_color() for line in fig.axes[1].get_lines()]
+    assert drawn == colors  # one per width, in width order (viridis, not a repeating 10-colour cycle)
+
+
+def test_diagnostics_plot(tmp_path):
+    _width_grid(tmp_path, widths=[16, 32], diagnostics=True)
+    fig = _figures(co.collect(tmp_path, TAG), tmp_path, TAG)["summary_diagnostics"]
+    cos_ax, norm_ax = fig.axes
+    assert [list(line.get_ydata()) for line in cos_ax.get_lines() if list(line.get_xdata()) == [1, 2]] == [
+        [0.5, -0.5], [0.5, -0.5]]
+    assert len([line for line in norm_ax.get_lines()]) == 4  # 2 points x 2 tasks (the per-layer norm left out)
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {"cosine, tasks 0 and 1", "norm, task 0", "norm, task 1", "width=16", "width=32"} <= labels
+    assert co.diagnostic_columns([[{"epoch": 0, "diagnostics/grad_norm_task_10": 1.0,
+                                     "diagnostics/grad_norm_task_2": 1.0}]])[1] == [
+        "diagnostics/grad_norm_task_2", "diagnostics/grad_norm_task_10"]
+
+
+def test_several_tags_one_table_and_one_set_of_plots(tmp_path, capsys):
+    _width_grid(tmp_path, tag="sgd", widths=[16, 32])
+    _width_grid(tmp_path, tag="adam", widths=[16, 32], scale=0.5)
+    rows = co.collect_many(tmp_path, ["sgd", "adam"])
+    assert [(r["tag"], r["index"], r["width"], r["final_val_loss_task_0"]) for r in rows] == [
+        ("sgd", 1, 16, 2 / 16), ("sgd", 2, 32, 2 / 32), ("adam", 1, 16, 1 / 16), ("adam", 2, 32, 1 / 32)]
+    assert list(rows[0])[:5] == ["tag", "index", "id", "status", "width"]
+    assert co.main(["sgd", "adam", "--runs_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["tag", "index", "id", "status"]
+    base = tmp_path / "sgd"
+    assert (base / "summary_sgd+adam.csv").is_file() and not (base / "summary.csv").exists()
+    with (base / "summary_sgd+adam.csv").open(newline="") as fh:
+        assert [r[:3] for r in list(csv.reader(fh))[1:]] == [["sgd", "1", "id1"], ["sgd", "2", "id2"],
+                                                              ["adam", "1", "id1"], ["adam", "2", "id2"]]
+    assert {p.name for p in base.glob("summary_sgd+adam_task0_*.png")} == {
+        "summary_sgd+adam_task0_final_vs_width.png", "summary_sgd+adam_task0_curves.png"}
+    figs = _figures(rows, tmp_path, ["sgd", "adam"])
+    ax = figs["summary_task0_final_vs_width"].axes[0]
+    assert ax.get_title().startswith("sgd + adam: task 0")
+    labels = [t.get_text() for t in figs["summary_task0_final_vs_width"].legends[0].get_texts()]
+    assert labels == ["tag=sgd", "tag=adam"]
+    # --out: plain names in that folder
+    assert co.main(["sgd", "adam", "--runs_dir", str(tmp_path), "--out", str(tmp_path / "cmp"), "--no_plots"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["summary.csv"]
+    assert co.main(["sgd", "nope", "--runs_dir", str(tmp_path)]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_several_tags_with_seeds_keep_tags_apart(tmp_path):
+    for tag in ("a", "b"):
+        _seed_grid(tmp_path / tag)
+        (tmp_path / tag / TAG).rename(tmp_path / tag / tag)
+        (tmp_path / tag / tag).rename(tmp_path / f"{tag}_grid")
+    rows = co.collect_many(tmp_path, ["a_grid", "b_grid"])
+    agg = co.aggregate_seeds(rows)
+    assert [(a["tag"], a["learning_rate"], a["n"]) for a in agg] == [
+        ("a_grid", 0.01, 3), ("a_grid", 0.1, 2), ("b_grid", 0.01, 3), ("b_grid", 0.1, 2)]
