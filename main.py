@@ -3,10 +3,17 @@
     python main.py                                   # every point of compositeSine
     python main.py --experiment tinyTest --num_config 2 --experimentbatch_name TAG
     python main.py --config_trainer max_epochs:500 max_time:00:07:30:00
-    python main.py --list                            # the grid: index and varying values
-    python main.py --status TAG                      # status of every point of runs/TAG
+    python main.py --experiment tinyTest training.learning_rate=0.01 architecture.width=[64,128]
+    python main.py --list                            # the grid, validated: index and varying values
+    python main.py --print_config 2                  # the resolved configuration of point 2 (JSON)
+    python main.py --experimentbatch_name TAG --extend trainer.max_epochs=500   # train done points longer
+    python main.py --status TAG                      # status, epochs, losses, liveness of runs/TAG
     python main.py --missing TAG                     # 1-based indices not finished: 2,3
     python main.py --collect TAG                     # summary.csv, comparison plots, table
+
+Overrides ``section.key=value`` (sections data, architecture, training, custom, trainer)
+change any config key of configs.py; values are Python literals (a list is a grid axis),
+else strings. See experiments/overrides.py.
 
 Exit codes:
     0    every grid point run (or skipped) is finished: done or diverged
@@ -90,11 +97,19 @@ def parse_trainer_args(items: Sequence[str]) -> dict:
     return out
 
 
+DEFAULT_EXPERIMENT = "compositeSine"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", default="compositeSine", help="experiment name (default compositeSine)")
-    p.add_argument("--num_config", default=None, metavar="I|A-B",
-                   help="1-based grid point to run (a job-array index), or a range A-B; default: all points")
+    p.add_argument("overrides", nargs="*", default=[], metavar="section.key=value",
+                   help="override a config key, e.g. training.learning_rate=0.01 architecture.width=[64,128] "
+                        "(sections: data, architecture, training, custom, trainer)")
+    p.add_argument("--experiment", default=None,
+                   help=f"experiment name (default {DEFAULT_EXPERIMENT}; --status/--missing/--collect: the TAG's)")
+    p.add_argument("--num_config", default=None, metavar="I|A-B|I,J,...",
+                   help="1-based grid points to run: I (a job-array index), a range A-B, or a list 1,4,9 "
+                        "(ranges allowed inside: 1-3,7); default: all points")
     p.add_argument("--experimentbatch_name", default=None,
                    help="TAG: results go to runs/TAG/ (default: <experiment>_<date>_<time>)")
     p.add_argument("--config_trainer", nargs="*", default=[], metavar="KEY:VALUE",
@@ -102,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", default=None, metavar="{online,offline,disabled}",
                    help="W&B mode (default: online if logged in, else offline)")
     p.add_argument("--runs_dir", default="runs", help="root folder of the results (default runs/)")
+    p.add_argument("--extend", action="store_true",
+                   help="continue finished (done) points from their last checkpoint when only the trainer's "
+                        "max_epochs/max_steps grew (e.g. trainer.max_epochs=500)")
     actions = p.add_mutually_exclusive_group()
-    actions.add_argument("--list", action="store_true", help="print the grid and exit")
+    actions.add_argument("--list", action="store_true", help="validate the grid, print it and exit")
+    actions.add_argument("--print_config", metavar="N", type=int, default=None,
+                         help="print the resolved configuration of grid point N (JSON, as config.json) and exit")
     actions.add_argument("--status", metavar="TAG", help="print the status of runs/TAG and exit")
     actions.add_argument("--missing", metavar="TAG", help="print the 1-based indices of runs/TAG not finished (done or diverged)")
     actions.add_argument("--collect", metavar="TAG",
@@ -112,37 +132,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_manager(args: argparse.Namespace, trainer_overrides: dict):
-    """The experiment's Manager with its configs (trainer defaults + command line)."""
+    """The experiment's Manager with its configs (configs.py + --config_trainer + overrides)."""
+    from experiments import ExperimentError
     from experiments import make_manager as experiment_manager
 
     try:
-        return experiment_manager(args.experiment, trainer_overrides, runs_dir=args.runs_dir,
-                                  wandb_mode=args.wandb)
-    except ValueError as err:  # unknown experiment
+        return experiment_manager(args.experiment or DEFAULT_EXPERIMENT, trainer_overrides,
+                                  overrides=args.overrides, runs_dir=args.runs_dir, wandb_mode=args.wandb)
+    except ExperimentError as err:  # unknown experiment, broken configs.py
         raise UsageError(str(err)) from None
 
 
+def split_overrides(args: argparse.Namespace) -> None:
+    """Items of --config_trainer written as overrides (``a.b=c``) belong to the overrides
+    (``--config_trainer max_epochs:5 training.learning_rate=0.1``)."""
+    from experiments.overrides import is_override
+
+    moved = [a for a in args.config_trainer if is_override(a)]
+    args.config_trainer = [a for a in args.config_trainer if not is_override(a)]
+    args.overrides = [*moved, *args.overrides]
+
+
 def list_grid(manager) -> str:
-    """Index and the varying values of every grid point."""
+    """The grid, validated: one line per point with the values that vary, in columns."""
+    from experiments.grid import align, format_value
+
+    manager.validate()  # the same checks as a run: --list never shows a grid main.py refuses
     keys = manager.varying_keys()
-    lines = [f"{manager.grid_size()} grid points of {manager.experiment}" +
-             (f"; varying: {', '.join(keys)}" if keys else "")]
-    for i, point in enumerate(manager.grid(), start=1):
+    points = manager.grid()
+    lines = [f"{len(points)} grid points of {manager.experiment}" +
+             (f"; varying: {', '.join(keys)}" if keys else "; nothing varies")]
+    rows = []
+    for i, point in enumerate(points, start=1):
         merged = {k: v for part in point.values() for k, v in part.items()}
-        lines.append(f"{i:>4}  " + "  ".join(f"{k}={merged[k]!r}" for k in keys))
+        rows.append([str(i), *(format_value(merged[k]) for k in keys)])
+    lines += align(["index", *keys], rows)
     return "\n".join(lines)
 
 
-def parse_num_config(text: str) -> tuple[int, int]:
-    """'3' -> (3, 3), '2-5' -> (2, 5) (1-based, inclusive); UsageError otherwise."""
-    m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(\d+)\s*)?", str(text))
-    if not m:
-        raise UsageError(f"--num_config {text!r}: give a 1-based grid point I or a range A-B (e.g. 3 or 2-5)")
-    first = int(m.group(1))
-    last = int(m.group(2)) if m.group(2) is not None else first
-    if last < first:
-        raise UsageError(f"--num_config {text!r}: the range A-B needs A <= B")
-    return first, last
+def parse_num_config(text: str) -> list[int]:
+    """'3' -> [3], '2-5' -> [2, 3, 4, 5], '1,4,9' -> [1, 4, 9], '1-3,7' -> [1, 2, 3, 7] (1-based, in the
+    order given, each once); UsageError otherwise."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise UsageError(f"--num_config {text!r}: give a 1-based grid point I, a range A-B or a list "
+                             "I,J,... (e.g. 3, 2-5 or 1,4,9)")
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        if last < first:
+            raise UsageError(f"--num_config {text!r}: the range A-B needs A <= B")
+        out += [i for i in range(first, last + 1) if i not in out]
+    return out
+
+
+def manifest_experiment(args: argparse.Namespace, tag: str) -> None:
+    """--status/--missing/--collect TAG without --experiment: the TAG's own experiment (its manifest)."""
+    if args.experiment is not None:
+        return
+    from experiments.run_state import RunDir
+
+    manifest = RunDir(args.runs_dir, tag).manifest()
+    if manifest is None:
+        raise UsageError(f"no readable manifest under {args.runs_dir}/{tag}: is the TAG right (see "
+                         f"{args.runs_dir}/)? Give --experiment to read the points' records without one")
+    args.experiment = manifest.get("experiment") or DEFAULT_EXPERIMENT
+    args.from_manifest = True
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -163,9 +219,14 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
+    args.from_manifest = False
+    split_overrides(args)
     try:
         check_paths(args)
+        for tag in (args.status, args.missing, args.collect):
+            if tag is not None and not args.overrides:
+                manifest_experiment(args, tag)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -175,32 +236,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return collect.main([args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
     from experiments.run_state import GridChangedError, count_statuses
-    from experiments.util import Interrupted
+    from experiments.util import Interrupted, quiet_console
 
     try:
-        run_action = not (args.list or args.status or args.missing)
+        run_action = not (args.list or args.status or args.missing or args.print_config is not None)
         if run_action or args.wandb is not None:
             check_wandb(args.wandb)
         manager = make_manager(args, parse_trainer_args(args.config_trainer))
-        if args.list:
-            print(list_grid(manager))
-            return 0
         if args.status:
             print(manager.status_table(args.status))
             return 0
         if args.missing:
-            print(",".join(str(i) for i in manager.missing(args.missing)))
+            # Without --experiment/overrides: the TAG's own grid (its manifest); else checked against this grid.
+            print(",".join(str(i) for i in manager.missing(args.missing, check_grid=not args.from_manifest)))
+            return 0
+        if args.list:
+            print(list_grid(manager))
             return 0
         size = manager.grid_size()
         indices = None
         if args.num_config is not None:
-            first, last = parse_num_config(args.num_config)
-            if not 1 <= first <= last <= size:
+            wanted = parse_num_config(args.num_config)
+            bad = [i for i in wanted if not 1 <= i <= size]
+            if bad:
                 raise UsageError(f"--num_config {args.num_config} is out of range: the grid of "
-                                 f"{args.experiment} has {size} points (1..{size})")
-            indices = list(range(first - 1, last))
-        tag = args.experimentbatch_name or f"{args.experiment}_{time.strftime('%Y%m%d_%H%M%S')}"
-        results = manager.run(tag, indices)
+                                 f"{manager.experiment} has {size} points (1..{size})")
+            indices = [i - 1 for i in wanted]
+        if args.print_config is not None:
+            if not 1 <= args.print_config <= size:
+                raise UsageError(f"--print_config {args.print_config} is out of range: the grid of "
+                                 f"{manager.experiment} has {size} points (1..{size})")
+            print(manager.config_json(args.print_config, tag=args.experimentbatch_name))
+            return 0
+        tag = args.experimentbatch_name or f"{manager.experiment}_{time.strftime('%Y%m%d_%H%M%S')}"
+        quiet_console()
+        results = manager.run(tag, indices, extend=args.extend)
     except (UsageError, ConfigError, GridChangedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

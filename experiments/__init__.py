@@ -8,7 +8,7 @@ one entry below (or call ``register_experiment`` from your own code).
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 
 def _compositeSine() -> tuple[type, ModuleType]:
@@ -87,13 +87,31 @@ def load_experiment(name: str) -> tuple[type, ModuleType]:
     return manager_cls, configs
 
 
-def make_manager(name: str, trainer_overrides: Optional[dict] = None, **kwargs: Any):
+def make_manager(name: str, trainer_overrides: Optional[dict] = None, overrides: Sequence[Any] = (),
+                 **kwargs: Any):
     """The Manager of experiment ``name`` over its configs.py dicts.
 
     ``trainer_overrides`` (e.g. from ``--config_trainer``) update the experiment's
-    ``configs_trainer``; ``kwargs`` go to the Manager (``runs_dir``, ``wandb_mode``).
+    ``configs_trainer``; ``overrides`` (``experiments.overrides.Override``s, or
+    ``'section.key=value'`` strings, applied after them) update any config dict; unknown
+    keys raise ``OverrideError`` (a ConfigError). ``kwargs`` go to the Manager
+    (``runs_dir``, ``wandb_mode``). The manager records the overrides (``manager.overrides``).
     """
+    from experiments.overrides import apply_overrides, parse_override, recorded, trainer_items_as_overrides
+
     manager_cls, configs = load_experiment(name)
-    trainer = {**getattr(configs, "configs_trainer", {}), **(trainer_overrides or {})}
-    return manager_cls(configs.configs_data, configs.configs_architecture, configs.configs_training,
-                       trainer, getattr(configs, "configs_custom", {}), **kwargs)
+    ovs = [*trainer_items_as_overrides(trainer_overrides or {}),
+           *(parse_override(o) if isinstance(o, str) else o for o in overrides)]
+    base = {"data": configs.configs_data, "architecture": configs.configs_architecture,
+            "training": configs.configs_training, "custom": getattr(configs, "configs_custom", {}),
+            "trainer": getattr(configs, "configs_trainer", {})}
+    from core_code.util.default_config import DATA_DEFAULTS, TRAINING_DEFAULTS
+
+    cfg = apply_overrides(base, ovs, manager_cls.CUSTOM_DEFAULTS,
+                          defaults={"data": DATA_DEFAULTS, "training": TRAINING_DEFAULTS,
+                                    "custom": manager_cls.CUSTOM_DEFAULTS})
+    manager = manager_cls(cfg["data"], cfg["architecture"], cfg["training"], cfg["trainer"], cfg["custom"],
+                          **kwargs)
+    # Recorded in config.json; --config_trainer items count as trainer.<key> overrides.
+    manager.overrides = recorded(ovs)
+    return manager

@@ -15,6 +15,7 @@ distinct (a repeated value would run the same point twice).
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any, Mapping, Optional, Sequence
 
 from core_code.util.config_extractions import ConfigError
@@ -96,3 +97,20 @@ def grid_config_lists(
 def varying_keys(*config_dicts: Mapping[str, Any], names: Optional[Sequence[str]] = None) -> list[str]:
     """The keys whose axis has more than one value (what distinguishes grid points)."""
     return [k for k, v in grid_axes(*config_dicts, names=names).items() if len(v) > 1]
+
+
+def format_value(value: Any) -> str:
+    """A config value as a table shows it: strings bare, everything else as Python writes it."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def align(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A header and rows of strings in columns (numeric columns right-aligned, others left)."""
+    widths = [max([len(str(h)), *(len(r[j]) for r in rows)]) for j, h in enumerate(header)]
+    right = [bool(rows) and all(re.fullmatch(r"[-+0-9.eE]+|None|nan|inf|-", r[j]) for r in rows)
+             for j in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return [fmt([str(h) for h in header]), *(fmt(list(r)) for r in rows)]

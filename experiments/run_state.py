@@ -102,8 +102,16 @@ def strict_jsonable(value: Any) -> tuple[Any, list[str]]:
     return walk(jsonable(value), ""), replaced
 
 
+# Config keys that do not change what a point computes, left out of its id: (section, key).
+NOT_IN_ID = (("custom", "keep_checkpoints"),)
+
+
 def point_id(config: dict) -> str:
-    """Stable short id of a resolved grid-point config."""
+    """Stable short id of a resolved grid-point config (without the ``NOT_IN_ID`` keys)."""
+    config = dict(config)
+    for section, key in NOT_IN_ID:
+        if isinstance(config.get(section), dict) and key in config[section]:
+            config[section] = {k: v for k, v in config[section].items() if k != key}
     blob = json.dumps(jsonable(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

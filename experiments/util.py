@@ -46,6 +46,78 @@ DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "confi
 
 # Name of the checkpoint written when a run stops before its end (signal, time limit).
 INTERRUPT_CHECKPOINT = "interrupted.ckpt"
+# Written when a point ends 'done' and its newest checkpoint is older (so --extend can continue it).
+FINAL_CHECKPOINT = "final.ckpt"
+# custom config 'keep_checkpoints': what is kept of a point's checkpoints once it is done.
+KEEP_CHECKPOINTS = ("all", "last", "none")
+
+# Messages of Lightning, torch and W&B that say nothing about the run (warnings: message regex).
+_QUIET_WARNINGS = (
+    r"The `srun` command is available on your system but is not used",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"Checkpoint directory .* exists and is not empty",  # a resume or --extend of a point: expected
+)
+# Lightning's info logs dropped by a filter on its loggers (message prefix).
+_QUIET_LOGS = ("💡 Tip: For seamless cloud logging",)
+_QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                  "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _DropMessages:
+    """logging filter: drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+
+    def filter(self, record: Any) -> bool:
+        try:
+            return not str(record.getMessage()).startswith(self.prefixes)
+        except Exception:  # noqa: BLE001 - a malformed record is shown, not dropped
+            return True
+
+
+def quiet_console() -> None:
+    """Drop the specific console messages that say nothing about a run (idempotent).
+
+    Lightning's litlogger tip, its `srun` hint, the short-epoch ``log_every_n_steps``
+    notice and torch's ``LeafSpec`` deprecation; every other warning is shown as before.
+    (W&B's "anonymous setting" warning is avoided where the logger is made; the model
+    summary is off unless ``enable_model_summary=True``.)
+    """
+    import logging
+    import warnings
+
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in _QUIET_LOGGERS:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in lg.filters):
+            lg.addFilter(_DropMessages(_QUIET_LOGS))
+
+
+def progress_mode(trainer_cfg: dict) -> str:
+    """'bar' (Lightning's progress bar) or 'lines' (one line per epoch, for logs).
+
+    ``MTL_PROGRESS=lines`` (the cluster job templates) or ``=bar`` decides; otherwise
+    'lines' when stdout is not a terminal or the progress bar is switched off.
+    """
+    import os
+
+    env = os.environ.get("MTL_PROGRESS", "").strip().lower()
+    if env in ("lines", "bar"):
+        return env
+    if not trainer_cfg.get("enable_progress_bar", True):
+        return "lines"
+    try:
+        return "bar" if sys.stdout.isatty() else "lines"
+    except (AttributeError, ValueError):
+        return "lines"
+
+
+def describe_point(values: dict) -> str:
+    """``'width=8, seed=1'``: a grid point's varying values (plot titles, console lines)."""
+    return ", ".join(f"{k}={v if isinstance(v, str) else repr(v)}" for k, v in values.items())
 
 
 class Interrupted(BaseException):
@@ -174,9 +246,12 @@ def _pl_callback_base() -> type:
 class _RunStateCallbackMixin:
     """Heartbeat per epoch, a checkpoint when a run stops early, per-run ``max_time``."""
 
-    def __init__(self, manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder):
+    def __init__(self, manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder,
+                 lines: bool = False):
         super().__init__()
         self.manager, self.run_dir, self.index, self.signals = manager, run_dir, index, signals
+        self.lines = lines  # print one line per epoch (instead of a progress bar)
+        self._t0 = time.monotonic()
 
     def _save(self, trainer: Any, why: str) -> None:
         path = self.run_dir.point_dir(self.index) / "checkpoints" / INTERRUPT_CHECKPOINT
@@ -194,12 +269,37 @@ class _RunStateCallbackMixin:
             for key in [k for k in callbacks if str(k).startswith("Timer")]:
                 callbacks.pop(key)
 
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._t0 = time.monotonic()
+
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.is_global_zero:
-            try:
-                self.run_dir.heartbeat(self.index, heartbeat_epoch=trainer.current_epoch)
-            except OSError:
-                pass
+        if not trainer.is_global_zero:
+            return
+        metrics = {}
+        for k, v in trainer.callback_metrics.items():
+            if k.startswith(("train/loss_task_", "validation/loss_task_")):
+                try:
+                    metrics[k] = float(v)
+                except (TypeError, ValueError):
+                    pass
+        validation = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("validation/")}
+        try:
+            self.run_dir.heartbeat(self.index, heartbeat_epoch=trainer.current_epoch,
+                                   epochs_done=trainer.current_epoch + 1,
+                                   **({"last_validation": validation} if validation else {}))
+        except OSError:
+            pass
+        if self.lines:
+            def part(split: str) -> str:
+                vals = sorted((int(k.rsplit("_", 1)[-1]), v) for k, v in metrics.items() if k.startswith(split + "/"))
+                return f"{split} " + " ".join(f"{v:.4g}" for _, v in vals) if vals else ""
+
+            top = trainer.max_epochs if trainer.max_epochs not in (None, -1) else "?"
+            tasks = [str(t) for t in sorted({int(k.rsplit("_", 1)[-1]) for k in metrics})]
+            parts = [p for p in (part("train"), part("validation")) if p]
+            print(f"[{self.run_dir.tag}] config {self.index} epoch {trainer.current_epoch + 1}/{top}: "
+                  + (" | ".join(parts) + f" (task {', '.join(tasks)})" if parts else "no losses")
+                  + f" [{time.monotonic() - self._t0:.1f} s]", flush=True)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         signum = self.signals.pending_stop()
@@ -218,10 +318,11 @@ class _RunStateCallbackMixin:
             self._save(trainer, "time limit")
 
 
-def _RunStateCallback(manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder):
+def _RunStateCallback(manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder,
+                      lines: bool = False):
     """The run-state callback (a ``pl.Callback``; Lightning imported only when training)."""
     cls = type("RunStateCallback", (_RunStateCallbackMixin, _pl_callback_base()), {})
-    return cls(manager, run_dir, index, signals)
+    return cls(manager, run_dir, index, signals, lines)
 
 
 def _timer_expired(trainer: Any) -> bool:
@@ -257,6 +358,24 @@ def _stop_status(trainer: Any, diverged: Any) -> tuple[str, str]:
             return "done", f"early stopping ({cb.monitor}) at epoch {cb.stopped_epoch}"
     return "failed", (f"training stopped at epoch {trainer.current_epoch}, step {trainer.global_step} before its "
                       f"configured end (max_epochs={max_epochs}, max_steps={max_steps}) by no known rule")
+
+
+def _wandb_offline_dir(logger: Any) -> Optional[str]:
+    """The folder of an offline W&B run (what ``wandb sync`` takes), else None."""
+    if logger is None:
+        return None
+    try:
+        run = logger.experiment
+        if not getattr(getattr(run, "settings", None), "_offline", False) and \
+                getattr(getattr(run, "settings", None), "mode", "") not in ("offline", "dryrun"):
+            return None
+        folder = Path(run.dir).parent  # run.dir is <offline-run-...>/files
+        try:
+            return str(folder.relative_to(Path.cwd()))
+        except ValueError:
+            return str(folder)
+    except Exception:  # noqa: BLE001 - only a hint on the console
+        return None
 
 
 def _os_error(err: OSError) -> str:
@@ -324,6 +443,9 @@ def check_values(cfg: dict) -> None:
     if not (every is None or (_is_int(every) and every >= 1)):
         raise _bad("custom config", "checkpoint_every_n_epochs", every,
                    "an int >= 1, or None (no periodic checkpoints)")
+    if cu.get("keep_checkpoints", "all") not in KEEP_CHECKPOINTS:
+        raise _bad("custom config", "keep_checkpoints", cu.get("keep_checkpoints"),
+                   "'all' (every checkpoint), 'last' (the newest only, once done) or 'none' (none once done)")
     if not isinstance(cu["workers"], bool):
         raise _bad("custom config", "workers", cu["workers"], "True or False")
 
@@ -381,6 +503,38 @@ def check_trainer_config(trainer_cfg: dict) -> None:
 
 
 
+def check_tasks_outputs(data_cfg: dict, dims: dict[int, list[int]], d_out: int) -> None:
+    """ConfigError unless tasks with different targets read different outputs of a shared network.
+
+    ``dims``: task -> the output dims its criterion reads. Two tasks whose (f_true,
+    f_true_callback) differ but whose criteria read a common output would both be fitted
+    by that one prediction (both plots would show the same curve).
+    """
+    if "f_true" not in data_cfg:  # file data: targets are whatever the file holds
+        return
+    targets = {}
+    for t in dims:
+        tc = extract_taskconfig({"f": data_cfg.get("f_true"), "cb": data_cfg.get("f_true_callback")}, t)
+        targets[t] = (tc["f"], tc["cb"])
+    tasks = sorted(dims)
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1:]:
+            common = sorted(set(dims[a]) & set(dims[b]))
+            if targets[a] != targets[b] and common:
+                def name(t: int) -> str:
+                    f, cb = targets[t]
+                    return repr(f) + (f" ({getattr(cb, '__name__', cb)})" if f == "custom" else "")
+
+                raise ConfigError(
+                    f"tasks {a} and {b} have different targets (data config 'f_true': {name(a)} vs {name(b)}) but "
+                    f"their criteria read the same outputs {common} of one shared network (d_out {d_out}), so "
+                    "one prediction would fit both. Each task's criterion reads the outputs it names "
+                    "(('dimred_MSELoss', dims); MSELoss: all d_out); give the tasks a model each (an "
+                    "architecture value that differs between tasks, e.g. width {'task_0': 64, 'task_1': 128}; "
+                    "equal per-task values make one shared network), or one f_true with several outputs "
+                    "(d_out > 1, e.g. 'compositeSine') whose outputs the criteria split between the tasks")
+
+
 def resolved_lr_exponents(arch: dict, update_rule: Any) -> dict:
     """The learning-rate exponents (``list_c``, ``list_c_bias``) the optimizer(s) will use.
 
@@ -408,7 +562,12 @@ class BasicManager:
         "workers": True,
         "logging_epoch_interval": 50,
         "checkpoint_every_n_epochs": 10,
+        # Once a point is done: 'all' keeps every checkpoint, 'last' the newest, 'none' none (no --extend).
+        # Not part of the point's id (it does not change what is computed).
+        "keep_checkpoints": "all",
     }
+    # The command-line overrides this manager was made with ({'training.learning_rate': 0.01}), for config.json.
+    overrides: dict[str, Any] = {}
 
     grid_config_lists = staticmethod(grid.grid_config_lists)
 
@@ -446,6 +605,35 @@ class BasicManager:
     def varying_keys(self) -> list[str]:
         """Config keys that take more than one value in the grid."""
         return grid.varying_keys(*self._dicts(), names=DICT_NAMES)
+
+    def point_values(self) -> list[dict]:
+        """Per grid point, ``{key: value}`` of the keys that vary (what tells the points apart)."""
+        keys = self.varying_keys()
+        out = []
+        for point in self.grid():
+            merged = {k: v for part in point.values() for k, v in part.items()}
+            out.append({k: merged[k] for k in keys})
+        return out
+
+    def run_config(self, cfg: dict, index: int, tag: Optional[str], with_provenance: bool = True) -> dict:
+        """What config.json records of grid point ``index`` (1-based): the resolved config, the
+        Trainer settings, id, tag, index, the command-line overrides and the provenance."""
+        out = {**cfg, "trainer": self.trainer_config(), "id": point_id(cfg), "tag": tag, "index": index,
+               "overrides": dict(self.overrides)}
+        if with_provenance:
+            out["provenance"] = provenance()
+        return out
+
+    def config_json(self, index: int, tag: Optional[str] = None) -> str:
+        """The resolved configuration of grid point ``index`` (1-based) as JSON: config.json
+        without the provenance. Validates the whole grid first."""
+        import json
+
+        from experiments.run_state import strict_jsonable
+
+        configs = self.validate()
+        value, _ = strict_jsonable(self.run_config(configs[index - 1], index, tag, with_provenance=False))
+        return json.dumps(value, indent=2)
 
     def resolve(self, point: dict) -> dict:
         """The complete configuration of one grid point, resolved once.
@@ -488,7 +676,8 @@ class BasicManager:
         """The Trainer settings of every grid point (defaults filled; not part of the ids)."""
         from core_code.util.trainer_config import init_config_trainer
 
-        return init_config_trainer(**self.configs_trainer)
+        # No model-summary table unless asked for (enable_model_summary=True).
+        return init_config_trainer(**{"enable_model_summary": False, **self.configs_trainer})
 
     # ------------------------------------------------------------ validation
     def validate_point(self, cfg: dict) -> None:
@@ -516,6 +705,9 @@ class BasicManager:
             if bad:
                 raise ConfigError(f"training config key 'criterion' of task {t} uses output dims {bad}, "
                                   f"but d_out is {data.d_out}")
+        if lm.shared:
+            check_tasks_outputs(cfg["data"], {t: criterion_dims(lm.criterion(t), data.d_out) for t in data.all_tasks},
+                                data.d_out)
         if cfg["training"]["batching_strategy"] == "data_deterministic":
             deterministic_task_batch_sizes(data.n_samples("train"), cfg["training"]["batch_size"])
         if sum(data.n_samples("train").values()) == 0:
@@ -590,16 +782,24 @@ class BasicManager:
         return callbacks
 
     # -------------------------------------------------------------------- run
-    def run(self, experimentbatch_name: str, ind_configs: Union[None, int, list[int]] = None) -> dict[int, str]:
+    def run(self, experimentbatch_name: str, ind_configs: Union[None, int, list[int]] = None,
+            extend: bool = False) -> dict[int, str]:
         """Run all grid points, or the given 0-based indices; returns {1-based index: status}.
 
         Validates every point first. Finished points are skipped, unfinished ones resume
         from their checkpoint; one failing point never stops the others. A signal
         (SIGTERM, SIGINT; SIGUSR1 outside Slurm) stops the grid: the running point is
         checkpointed and recorded as 'interrupted', later points are not started, and
-        ``Interrupted`` is raised (``exit_code`` 128 + signal number).
+        ``Interrupted`` is raised (``exit_code`` 128 + signal number). ``extend``: a done
+        point whose trainer max_epochs/max_steps is now larger continues from its last
+        checkpoint (recorded in its summary's ``history``); otherwise it is skipped.
         """
         configs = self.validate()
+        self._extend = bool(extend)
+        try:
+            self._values = self.point_values()
+        except ConfigError:
+            self._values = [{} for _ in configs]
         if ind_configs is None:
             indices = list(range(len(configs)))
         else:
@@ -661,11 +861,45 @@ class BasicManager:
                       f"not {pid}; nothing was overwritten (use a new TAG)", file=sys.stderr)
                 return "refused"
             if status in FINISHED and recorded == pid:
-                print(f"{where}: already {status}, skipped")
-                return "skipped"
+                more = self._more_training(summary) if status == "done" else None
+                if more is None:
+                    print(f"{where}: already {status}, skipped")
+                    return "skipped"
+                if not getattr(self, "_extend", False):
+                    print(f"{where}: already done ({more['what_done']}), skipped; the trainer now asks for "
+                          f"{more['what_new']}: add --extend to continue it from its last checkpoint")
+                    return "skipped"
+                if not run_dir.checkpoint_candidates(index):
+                    print(f"{where}: cannot extend: no checkpoint left (keep_checkpoints "
+                          f"{cfg['custom'].get('keep_checkpoints')!r}); skipped (use a new TAG to train it anew)",
+                          file=sys.stderr)
+                    return "skipped"
+                history = list(summary.get("history") or [])
+                history.append({"event": "extended", "from_epochs": summary.get("epochs"),
+                                "to_epochs": more["max_epochs"], "from_steps": summary.get("global_step"),
+                                "to_steps": more["max_steps"], "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                _record(run_dir, index, "done", history=history)
+                print(f"{where}: extending from {more['what_done']} to {more['what_new']}")
             return self._run_locked(run_dir, index, cfg)
         finally:
             lock.release()
+
+    def _more_training(self, summary: dict) -> Optional[dict]:
+        """What the trainer now asks beyond a done point's recorded end, or None (max_epochs/max_steps)."""
+        tc = self.trainer_config()
+        max_epochs, max_steps = tc.get("max_epochs"), tc.get("max_steps", -1)
+        epochs, steps = summary.get("epochs"), summary.get("global_step")
+        if not (isinstance(epochs, int) and isinstance(steps, int)) or str(summary.get("stop", "")).startswith("early"):
+            return None
+        limit_e, limit_s = max_epochs not in (None, -1), max_steps not in (None, -1)
+        room_e, room_s = (not limit_e or max_epochs > epochs), (not limit_s or max_steps > steps)
+        if not (limit_e or limit_s) or not (room_e and room_s):
+            return None
+        if limit_e:
+            done, new = f"{epochs} epochs", f"max_epochs={max_epochs}"
+        else:
+            done, new = f"{steps} steps", f"max_steps={max_steps}"
+        return {"max_epochs": max_epochs, "max_steps": max_steps, "what_done": done, "what_new": new}
 
     def _run_locked(self, run_dir: RunDir, index: int, cfg: dict) -> str:
         where = f"[{run_dir.tag}] config {index}"
@@ -710,16 +944,23 @@ class BasicManager:
         pdir = run_dir.point_dir(index)
         pdir.mkdir(parents=True, exist_ok=True)
         trainer_cfg = self.trainer_config()
+        lines = progress_mode(trainer_cfg) == "lines"
+        if lines:
+            trainer_cfg["enable_progress_bar"] = False
         pid = point_id(cfg)
-        # What ran: the resolved configuration, the Trainer settings and the provenance.
-        run_config = {**cfg, "trainer": trainer_cfg, "id": pid, "tag": run_dir.tag, "index": index,
-                      "provenance": provenance()}
+        # What ran: the resolved configuration, the Trainer settings, overrides and the provenance.
+        run_config = self.run_config(cfg, index, run_dir.tag)
         write_json(pdir / "config.json", run_config)
         ckpt, ckpt_history = self._choose_checkpoint(run_dir, index, pid)
         if ckpt is not None:
             self._check_metrics_csv(pdir, ckpt_history)
         run_dir.write_summary(index, status="running", id=pid, resumed_from=ckpt, error=None, signal=None,
-                              started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                              started=time.strftime("%Y-%m-%dT%H:%M:%S"), started_unix=round(time.time(), 1),
+                              max_epochs=trainer_cfg.get("max_epochs"), max_steps=trainer_cfg.get("max_steps", -1))
+        values = (getattr(self, "_values", None) or [])
+        values = values[index - 1] if len(values) >= index else {}
+        print(f"[{run_dir.tag}] config {index}" + (f" ({describe_point(values)})" if values else "")
+              + (f": resuming from {ckpt}" if ckpt else ": starting") + f"; run folder {pdir}", flush=True)
         heartbeat = _Heartbeat(run_dir, index)
         heartbeat.start()
         try:
@@ -730,7 +971,10 @@ class BasicManager:
             module = LightningMultitask(models, **cfg["training"])
             module.save_hyperparameters(jsonable(run_config), logger=False)  # into every checkpoint
             callbacks = self.make_callbacks(cfg, pdir)
-            state_cb = _RunStateCallback(self, run_dir, index, signals)
+            log_cb = next((cb for cb in callbacks if isinstance(cb, LoggingCallback)), None)
+            if log_cb is not None and values and getattr(log_cb, "title_suffix", "absent") is None:
+                log_cb.title_suffix = describe_point(values)  # the varying values in every plot title
+            state_cb = _RunStateCallback(self, run_dir, index, signals, lines=lines)
             arch = cfg["architecture"].get("architecture_key", "model")
             logger = make_wandb_logger(
                 project=f"logging_{self.experiment}",
@@ -742,6 +986,11 @@ class BasicManager:
                 save_dir=str(self.runs_dir.parent),  # W&B files in wandb/ beside runs/
                 mode=self.wandb_mode,
             )
+            offline_dir = None
+            if logger is not None:
+                init = getattr(logger, "_wandb_init", None)
+                if isinstance(init, dict) and init.get("anonymous") is None:
+                    init.pop("anonymous", None)  # W&B warns that the (unset) setting has no effect
             try:
                 signals.graceful = True
                 try:
@@ -752,12 +1001,14 @@ class BasicManager:
                 finally:
                     signals.graceful = False
                 signals.check()  # a signal that came after the last batch still stops this point
-                log_cb = next((cb for cb in callbacks if isinstance(cb, LoggingCallback)), None)
                 diverged = log_cb.diverged if log_cb is not None else None
                 status, note = _stop_status(trainer, diverged)
+                if status == "done" and cfg["custom"].get("keep_checkpoints", "all") != "none":
+                    self._save_final_checkpoint(run_dir, index, trainer)
                 if status in FINISHED and sum(data.n_samples("test").values()) > 0:
                     trainer.test(module, datamodule=data_module, verbose=False)
                     signals.check()
+                offline_dir = _wandb_offline_dir(logger)
             finally:
                 finish_wandb()
         finally:
@@ -770,8 +1021,54 @@ class BasicManager:
         if status == "failed":
             fields["error"] = note
         run_dir.write_summary(index, status=status, **fields)
+        if status == "done":
+            self._prune_checkpoints(run_dir, index, cfg["custom"].get("keep_checkpoints", "all"))
         print(f"[{run_dir.tag}] config {index}: {status} after {trainer.current_epoch} epochs ({note}) -> {pdir}")
+        if offline_dir is not None:
+            print(f"[{run_dir.tag}] config {index}: W&B offline run in {offline_dir}; upload it with: "
+                  f"wandb sync {offline_dir}")
         return status
+
+    def _save_final_checkpoint(self, run_dir: RunDir, index: int, trainer: Any) -> None:
+        """Write ``final.ckpt`` when no checkpoint holds the final step (so --extend can go on)."""
+        step = trainer.global_step
+        names = [p.resolve().name for p in run_dir.checkpoint_candidates(index)]
+        if any(f"step={step}." in n or f"step={step}-" in n for n in names):
+            return
+        path = run_dir.point_dir(index) / "checkpoints" / FINAL_CHECKPOINT
+        try:
+            trainer.save_checkpoint(path, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - the point is done; only --extend needs it
+            print(f"[{run_dir.tag}] config {index}: cannot write {path} ({type(err).__name__}: {err}); "
+                  "--extend will restart from the newest other checkpoint", file=sys.stderr)
+
+    def _prune_checkpoints(self, run_dir: RunDir, index: int, keep: str) -> None:
+        """Apply keep_checkpoints to a done point: 'all' keeps everything, 'last' the newest, 'none' none."""
+        if keep == "all" or not run_dir.records:
+            return
+        files = run_dir.checkpoint_candidates(index)
+        newest = None
+        if keep == "last" and files:
+            import torch
+
+            def progress(p: Path) -> tuple:
+                try:
+                    ck = torch.load(p, map_location="cpu", weights_only=False, mmap=True)
+                    return ck.get("global_step", -1), ck.get("epoch", -1), p.stat().st_mtime
+                except Exception:  # noqa: BLE001 - an unreadable file is never the one kept
+                    return -2, -2, 0.0
+
+            newest = max(files, key=progress).resolve()
+        d = run_dir.point_dir(index)
+        for p in [*(d / "checkpoints").glob("*.ckpt"), *d.glob("hpc_ckpt_*.ckpt")]:
+            try:
+                if p.is_symlink() and newest is not None and p.resolve() == newest:
+                    continue
+                if not p.is_symlink() and newest is not None and p.resolve() == newest:
+                    continue
+                p.unlink()
+            except OSError as err:
+                print(f"[{run_dir.tag}] config {index}: cannot delete {p}: {_os_error(err)}", file=sys.stderr)
 
     def _choose_checkpoint(self, run_dir: RunDir, index: int, pid: str) -> tuple[Optional[str], list]:
         """The checkpoint to resume from: the one with the most progress that can be read.
@@ -842,39 +1139,118 @@ class BasicManager:
 
     # --------------------------------------------------------------- status
     def status_table(self, experimentbatch_name: str) -> str:
-        """Aligned table of the TAG's grid points with their status (and why, when unfinished)."""
+        """Aligned table of the TAG's grid points: status, epoch x / max, the last validation loss
+        per task, elapsed time, whether a running point is alive, and why a point is unfinished."""
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
-        if run_dir.manifest() is None:
+        manifest = run_dir.manifest()
+        if manifest is None:
             raise GridError(f"no readable manifest under {run_dir.root}: {run_dir.manifest_path} is missing or "
                             "unreadable (a rerun of the TAG rebuilds it from the points' records when they match "
                             "the grid)")
-        rows = run_dir.statuses()
-        lines = [f"{'index':>5}  {'id':<10}  {'status':<11}  {'epochs':>6}  note"]
-        for index, pid, status in rows:
+        rows = run_dir.statuses(manifest)
+        values = _manifest_values(manifest)
+        keys = list(values[0]) if values else []
+        table = []
+        for n, (index, pid, status) in enumerate(rows):
             summary = run_dir.summary(index)
-            note = ""
-            if status == "stale":
-                note = summary.get("stale", "")
-            elif status == "running":
-                note = f"host {summary.get('host')}, pid {summary.get('pid')}, heartbeat {summary.get('heartbeat')}"
-            elif status in ("failed", "interrupted", "time_limit"):
-                note = str(summary.get("error") or summary.get("stop") or "")
-            lines.append(f"{index:>5}  {pid:<10}  {status:<11}  {summary.get('epochs', ''):>6}  {note}".rstrip())
+            if summary.get("id") not in (None, pid):
+                summary = {}
+            table.append([str(index), pid, status, *(grid.format_value(v) for v in (values[n].values() if n < len(values) else [])),
+                          _epochs(summary), _losses(summary), _elapsed(summary, status), _note(summary, status)])
+        lines = [f"{experimentbatch_name}: {len(rows)} grid points of {manifest.get('experiment')}"]
+        lines += grid.align(["index", "id", "status", *keys, "epoch", "validation loss", "elapsed", "note"], table)
         counts = count_statuses(s for _, _, s in rows)
         lines.append("  ".join(f"{k}: {v}" for k, v in counts.items()))
         return "\n".join(lines)
 
-    def missing(self, experimentbatch_name: str) -> list[int]:
+    def missing(self, experimentbatch_name: str, check_grid: bool = True) -> list[int]:
         """1-based indices of the TAG's grid points that are not finished (all, for a new TAG).
 
         Unfinished: every status but done/diverged (pending, running, stale, failed,
-        interrupted, time_limit). Raises GridChangedError when the TAG holds another grid
-        than this experiment's (a missing manifest is checked against the points' records).
+        interrupted, time_limit). ``check_grid``: raises GridChangedError when the TAG holds
+        another grid than this manager's (a missing manifest is checked against the points'
+        records); without it the TAG's manifest alone says what its grid is.
         """
         run_dir = RunDir(self.runs_dir, experimentbatch_name)
+        manifest = run_dir.manifest()
+        if not check_grid and manifest is not None:
+            return [i for i, _, s in run_dir.statuses(manifest) if s not in FINISHED]
         configs = self.validate()
         manifest = run_dir.ensure_manifest(self.experiment, configs, write=False)
         return [i for i, _, s in run_dir.statuses(manifest) if s not in FINISHED]
+
+
+def _manifest_values(manifest: dict) -> list[dict]:
+    """Per manifest point, ``{key: value}`` of the config keys whose values differ between points."""
+    flat = []
+    for p in manifest.get("points", []):
+        cfg = p.get("config") or {}
+        row = {}
+        for section in ("data", "architecture", "training", "custom"):
+            for k, v in (cfg.get(section) or {}).items():
+                row.setdefault(k, v)
+        flat.append(row)
+    if len(flat) < 2:
+        return [{} for _ in flat]
+    import json
+
+    keys = [k for k in flat[0] if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in flat}) > 1]
+    return [{k: r.get(k) for k in keys} for r in flat]
+
+
+def _epochs(summary: dict) -> str:
+    """'x/max': epochs done of the configured maximum."""
+    done = summary.get("epochs_done") if summary.get("status") in ("running", "stale") else None
+    if done is None:
+        done = summary.get("epochs", summary.get("epochs_done"))
+    top = summary.get("max_epochs")
+    if done is None:
+        return "-"
+    return f"{done}/{top}" if top not in (None, -1) else str(done)
+
+
+def _losses(summary: dict) -> str:
+    """The last validation loss of every task, 'task_0 0.123, task_1 0.456'."""
+    last = summary.get("last_validation") or {}
+    if summary.get("status") in FINISHED or not last:
+        final = summary.get("final") or {}
+        last = {k.split("/", 1)[1]: v for k, v in final.items() if k.startswith("validation/loss_task_")} or last
+    items = sorted(((k, v) for k, v in last.items() if k.startswith("loss_task_")),
+                   key=lambda kv: int(kv[0].rsplit("_", 1)[-1]))
+    return ", ".join(f"{k[len('loss_'):]} {v:.4g}" if isinstance(v, (int, float)) else f"{k[len('loss_'):]} {v}"
+                     for k, v in items) or "-"
+
+
+def _elapsed(summary: dict, status: str) -> str:
+    """Time since the point's (latest) start: up to now while running, up to its last record otherwise."""
+    start = summary.get("started_unix")
+    if not isinstance(start, (int, float)):
+        return "-"
+    if status == "running":
+        end = time.time()
+    else:
+        end = summary.get("heartbeat_unix") if status == "stale" else None
+        if end is None:
+            try:
+                end = time.mktime(time.strptime(summary.get("updated", ""), "%Y-%m-%dT%H:%M:%S"))
+            except (TypeError, ValueError):
+                return "-"
+    sec = max(0, int(end - start))
+    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+
+
+def _note(summary: dict, status: str) -> str:
+    if status == "stale":
+        return f"DEAD: {summary.get('stale', '')}"
+    if status == "running":
+        return (f"alive: host {summary.get('host')}, pid {summary.get('pid')}, "
+                f"heartbeat {summary.get('heartbeat')}")
+    if status in ("failed", "interrupted", "time_limit"):
+        return str(summary.get("error") or summary.get("stop") or "")
+    if any(h.get("event") == "extended" for h in summary.get("history") or [] if isinstance(h, dict)):
+        return "extended " + ", ".join(f"{h.get('from_epochs')}->{h.get('to_epochs')}"
+                                       for h in summary["history"] if h.get("event") == "extended")
+    return ""
 
 
 __all__ = ["BasicManager", "GridError", "GridChangedError", "Interrupted", "FINISHED"]

@@ -56,16 +56,11 @@ def test_pre_main_subprocess_stdout_is_only_the_count():
     assert (out.returncode, out.stdout) == (0, "3\n")
 
 
-@pytest.mark.parametrize("text,value", [("3", (3, 3)), ("2-5", (2, 5)), (" 1 - 2 ", (1, 2))])
-def test_num_config_point_or_range(text, value):
-    assert main_mod.parse_num_config(text) == value
-
-
 def test_num_config_range_runs_those_points(tmp_path, monkeypatch):
     from experiments.util import BasicManager
 
     seen = []
-    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None: seen.append(indices) or {})
+    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False: seen.append(indices) or {})
     assert run_main(tmp_path, "--num_config", "2-3", "--experimentbatch_name", "T") == 0
     assert seen == [[1, 2]]
 
@@ -73,7 +68,7 @@ def test_num_config_range_runs_those_points(tmp_path, monkeypatch):
 def test_list(capsys, tmp_path):
     assert run_main(tmp_path, "--list") == 0
     assert capsys.readouterr().out.splitlines() == [
-        "3 grid points of tinyTest; varying: width", "   1  width=8", "   2  width=16", "   3  width=32"]
+        "3 grid points of tinyTest; varying: width", "index  width", "    1      8", "    2     16", "    3     32"]
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -81,7 +76,7 @@ def test_list(capsys, tmp_path):
     (["--num_config", "0"], "out of range"),
     (["--num_config", "2-4"], "--num_config 2-4 is out of range"),
     (["--num_config", "3-2"], "the range A-B needs A <= B"),
-    (["--num_config", "x"], "give a 1-based grid point I or a range A-B"),
+    (["--num_config", "x"], "give a 1-based grid point I, a range A-B or a list I,J,..."),
     (["--config_trainer", "max_epoch:3"], "unknown trainer config key 'max_epoch'. Did you mean 'max_epochs'"),
     (["--config_trainer", "gpus:1"], "'gpus' is no longer supported"),
     (["--config_trainer", "max_epochs"], "--config_trainer expects key:value items"),
