@@ -512,7 +512,7 @@ def test_recipe_two_tasks_end_to_end_through_main(tmp_path, monkeypatch, capsys)
         assert run_cfg["data"]["data_source"] == "files" and run_cfg["architecture"]["d_in"] == 1
         header = (point / "metrics.csv").read_text().splitlines()[0]
         assert "validation/loss_task_0" in header and "validation/loss_task_1" in header
-        assert sorted(p.name for p in (point / "plots").glob("*epoch0001.png")) == [
+        assert sorted(p.name for p in (point / "plots").glob("task*_epoch0001.png")) == [
             "task0_dim0_epoch0001.png", "task1_dim0_epoch0001.png"]
     assert main_mod.main([*base, "--collect", "T"]) == 0
     assert (runs / "T" / "summary.csv").exists()
