@@ -112,11 +112,12 @@ def assert_member_equals_single(result, cfg: dict, epochs: int = EPOCHS) -> floa
 
 
 # ------------------------------------------------------------------ equivalence
-def test_sgd_members_equal_single_runs():
+@pytest.mark.parametrize("impl", ["auto", "loop"])
+def test_sgd_members_equal_single_runs(impl):
     cfgs = [point(seed=1, learning_rate=0.05),
             point(seed=2, learning_rate=0.01, arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5}),
             point(seed=3, learning_rate=0.02, data_seed=5, regularization_alpha=0.01, arch={"parametrization": "SP"})]
-    results = vectorized(cfgs)
+    results = vectorized(cfgs, impl=impl)
     for r, cfg in zip(results, cfgs):
         assert_member_equals_single(r, cfg)
 
@@ -211,7 +212,7 @@ def test_member_checkpoint_resumes_as_single_run(tmp_path):
             assert math.isclose(mine[key], v, rel_tol=L_RTOL, abs_tol=1e-7), key
 
 
-def test_generic_models_use_vmap_and_match_bmm():
+def test_forward_impls_match_the_members():
     torch.manual_seed(0)
     arch = point()["architecture"]
     models = [create_model(**arch) for _ in range(3)]
@@ -221,6 +222,7 @@ def test_generic_models_use_vmap_and_match_bmm():
     singles = torch.stack([m(x[k]) for k, m in enumerate(models)])
     assert torch.allclose(bmm(x), singles, rtol=1e-6, atol=1e-7)
     assert torch.allclose(vm(x), singles, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(StackedModel(models, impl="loop")(x), singles, rtol=1e-6, atol=1e-7)
     seqs = [torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)) for _ in range(2)]
     st = StackedModel(seqs)
     assert st.impl == "vmap"
