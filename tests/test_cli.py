@@ -186,7 +186,7 @@ def test_console_of_a_run_extend_status_and_keep_checkpoints(tmp_path):
     for text in QUIET:
         assert text not in console, (text, console)
     sync = [line for line in console.splitlines() if "wandb sync " in line]
-    assert len(sync) == 1 and Path(sync[0].split("wandb sync ", 1)[1]).is_dir(), console
+    assert len(sync) == 1 and (tmp_path / sync[0].split("wandb sync ", 1)[1]).is_dir(), console  # cwd-relative
     assert "[T] config 1 (width=8): starting; run folder" in console
     assert "[T] config 1 epoch 2/2: train " in console and "| validation " in console
     cfg = json.loads((tmp_path / "runs/T/config1/config.json").read_text())
@@ -210,9 +210,9 @@ def test_console_of_a_run_extend_status_and_keep_checkpoints(tmp_path):
                              str(tmp_path / "runs")], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
                             text=True, timeout=120)
     lines = status.stdout.splitlines()
-    assert status.returncode == 0 and lines[1].split()[:6] == ["index", "id", "status", "epoch", "validation",
-                                                               "loss"], status.stdout
-    assert lines[2].split()[2:5] == ["done", "3/3", "task_0"] and "extended 2->3" in lines[2]
+    assert status.returncode == 0 and lines[1].split() == ["index", "id", "status", "width", "epoch", "validation",
+                                                           "loss", "elapsed", "note"], status.stdout
+    assert lines[2].split()[2:6] == ["done", "8", "3/3", "task_0"] and "extended 2->3" in lines[2]
     missing = subprocess.run([sys.executable, str(ROOT / "main.py"), "--missing", "T", "--runs_dir",
                               str(tmp_path / "runs")], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
                              text=True, timeout=120)
