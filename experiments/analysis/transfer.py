@@ -218,8 +218,8 @@ def plot_transfer(results: Sequence[Result], out_stem: Path, title: str, metric:
 
 def _title(runs_dir: Path | str, tag: str, results: Sequence[Result], drift: Optional[float], metric: str) -> str:
     seeds = len({r[2] for r in results})
-    return (f"{grid_label(runs_dir, tag)}: {metric} validation loss vs learning rate ({tag})\n"
-            f"mean ± std over {seeds} seed(s); best-lr drift exponent " + ("-" if drift is None else f"{drift:+.2f}"))
+    return (f"{grid_label(runs_dir, tag)} ({tag})\n{metric} validation loss vs learning rate, "
+            f"mean ± std over {seeds} seed(s)\nbest-lr drift exponent " + ("-" if drift is None else f"{drift:+.2f}"))
 
 
 def compare(runs_dir: Path | str, tags: Sequence[str], out_stem: Path, metric: str = "final",
@@ -227,7 +227,7 @@ def compare(runs_dir: Path | str, tags: Sequence[str], out_stem: Path, metric: s
     """The transfer plots of several grids side by side (e.g. muP vs SP), one shared y range; files and text."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2 * len(tags), 4.4))
+    fig = Figure(figsize=(6.0 * len(tags), 4.8))
     axes = fig.subplots(1, len(tags), sharey=True, squeeze=False)[0]
     texts = []
     for ax, tag in zip(axes, tags):
