@@ -224,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     split_overrides(args)
     try:
         check_paths(args)
-        for tag in (args.status, args.missing, args.collect):
+        for tag in (args.status, args.missing):  # --collect reads the TAG folder alone
             if tag is not None and not args.overrides:
                 manifest_experiment(args, tag)
     except UsageError as err:

@@ -261,11 +261,23 @@ def test_console_filters_are_specific():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         quiet_console()  # re-installs the specific filters after simplefilter
-        warnings.warn("The `srun` command is available on your system but is not used. HINT: ...")
-        warnings.warn("something else")
+        warnings.warn("The `srun` command is available on your system but is not used. HINT: ...", stacklevel=1)
+        warnings.warn("something else", stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else"]
     lg = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     record = logging.LogRecord(lg.name, logging.INFO, "", 0, "💡 Tip: For seamless cloud logging, ...", (), None)
     assert not lg.filter(record)
     record = logging.LogRecord(lg.name, logging.INFO, "", 0, "GPU available: False", (), None)
     assert lg.filter(record)
+
+
+def test_a_tag_rerun_with_other_overrides_is_a_changed_grid(tmp_path):
+    from experiments.run_state import GridChangedError
+
+    run_dir = RunDir(tmp_path, "T")
+    run_dir.ensure_manifest("tinyTest", make_manager("tinyTest", overrides=["training.learning_rate=0.02"]).validate())
+    same = make_manager("tinyTest", overrides=["training.learning_rate=0.02", "trainer.max_epochs=9"]).validate()
+    run_dir.ensure_manifest("tinyTest", same)  # trainer settings are not part of the ids
+    with pytest.raises(GridChangedError, match="the grid now differs"):
+        run_dir.ensure_manifest("tinyTest", make_manager("tinyTest", overrides=["training.learning_rate=0.03"])
+                                .validate())

@@ -153,8 +153,11 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     assert manifest["points"][1]["id"] == summary["id"]
     mtime = (point / "metrics.csv").stat().st_mtime
     capsys.readouterr()
-    assert run_main(tmp_path, "--num_config", "2", "--experimentbatch_name", "T") == 0
+    assert run_main(tmp_path, "--num_config", "2", "--experimentbatch_name", "T", "trainer.max_epochs=2") == 0
     assert "config 2: already done, skipped" in capsys.readouterr().out
+    assert run_main(tmp_path, "--num_config", "2", "--experimentbatch_name", "T") == 0  # tinyTest: 3 epochs
+    assert ("config 2: already done (2 epochs), skipped; the trainer now asks for max_epochs=3: add --extend"
+            in capsys.readouterr().out)
     assert (point / "metrics.csv").stat().st_mtime == mtime
     assert run_main(tmp_path, "--missing", "T") == 0
     assert capsys.readouterr().out == "1,3\n"
@@ -163,7 +166,7 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     assert run_main(tmp_path, "--missing", "T") == 0
     assert capsys.readouterr().out == "1,3\n"
     assert run_main(tmp_path, "--num_config", "2", "--experimentbatch_name", "T") == 0
-    assert "config 2: already diverged, skipped" in capsys.readouterr().out
+    assert "config 2: already diverged, skipped" in capsys.readouterr().out  # never extended
     run_dir.write_summary(2, status="done")
     assert run_main(tmp_path, "--status", "T") == 0
     table = capsys.readouterr().out
