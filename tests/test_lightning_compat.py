@@ -57,11 +57,19 @@ def _fit() -> tuple[_Probe, pl.Trainer]:
     return probe, trainer
 
 
-def test_every_private_attribute_still_exists():
+def test_every_private_attribute_still_exists(tmp_path):
+    from pytorch_lightning.loggers import WandbLogger
+
     probe, _ = _fit()
-    missing = [name for name, ok in probe.seen["has"].items() if not ok]
+    has = dict(probe.seen["has"])
+    logger = WandbLogger(project="p", save_dir=str(tmp_path), mode="disabled")  # starts no run
+    has["WandbLogger._wandb_init"] = isinstance(getattr(logger, "_wandb_init", None), dict)
+    missing = [name for name, ok in has.items() if not ok]
     assert not missing, f"Lightning no longer has {missing}: update core_code/util/lightning_compat.py"
-    assert {f"{owner}.{attr}" for owner, attr in compat.PRIVATE_ATTRIBUTES} == set(probe.seen["has"])
+    assert {f"{owner}.{attr}" for owner, attr in compat.PRIVATE_ATTRIBUTES} == set(has)
+    assert logger._wandb_init.get("anonymous", "absent") is None  # what drop_unset_wandb_init removes
+    compat.drop_unset_wandb_init(logger, "anonymous")
+    assert "anonymous" not in logger._wandb_init and logger._wandb_init["project"] == "p"
 
 
 def test_the_adapter_unwraps_counts_and_reads_the_step_axis():

@@ -10,7 +10,9 @@ The framework needs four things Lightning 2.x does not expose publicly:
 - ``Strategy._lightning_optimizers``: the wrapper list, whose identity tells when a
   Trainer rebuilt its optimizers (so the cached step machinery is stale);
 - ``fit_loop.epoch_loop._batches_that_stepped``: the step axis Lightning's own logging
-  uses, so metrics logged directly to the loggers line up with ``self.log``'s.
+  uses, so metrics logged directly to the loggers line up with ``self.log``'s;
+- ``WandbLogger._wandb_init``: the keyword arguments the logger passes to ``wandb.init``,
+  from which an unset ``anonymous`` is dropped (W&B warns about it on every run).
 
 ``tests/test_lightning_compat.py`` runs a real Trainer and fails loudly, naming the
 attribute, if a Lightning upgrade removes or changes any of them. Every function here
@@ -28,6 +30,7 @@ PRIVATE_ATTRIBUTES = (
     ("LightningOptimizer", "_on_after_step"),
     ("Strategy", "_lightning_optimizers"),
     ("fit_loop.epoch_loop", "_batches_that_stepped"),
+    ("WandbLogger", "_wandb_init"),
 )
 
 
@@ -57,3 +60,12 @@ def batches_that_stepped(trainer: Any) -> int:
     """The step axis of Lightning's own logging (falls back to ``global_step``)."""
     loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
     return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
+
+
+def drop_unset_wandb_init(logger: Any, *keys: str) -> None:
+    """Remove ``keys`` left at None from the arguments a WandbLogger passes to ``wandb.init``."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict):
+        for key in keys:
+            if key in init and init[key] is None:
+                del init[key]

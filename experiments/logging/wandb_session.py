@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 from urllib.parse import urlparse
 
+from core_code.util.lightning_compat import drop_unset_wandb_init
 from experiments.run_state import jsonable
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def make_wandb_logger(project: str, name: str, run_id: str, group: str, tags: li
         finish_wandb()
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         name=name,
         id=run_id,
@@ -94,6 +95,9 @@ def make_wandb_logger(project: str, name: str, run_id: str, group: str, tags: li
         resume="allow",
         settings=wandb.Settings(silent=True, show_info=False, show_warnings=False),
     )
+    # Lightning passes anonymous=None, and W&B warns that the setting has no effect.
+    drop_unset_wandb_init(logger, "anonymous")
+    return logger
 
 
 def wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
