@@ -235,8 +235,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return collect.main([args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
+    from experiments.console import quiet_console
     from experiments.run_state import GridChangedError, count_statuses
-    from experiments.util import Interrupted, quiet_console
+    from experiments.util import Interrupted
 
     try:
         run_action = not (args.list or args.status or args.missing or args.print_config is not None)

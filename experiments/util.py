@@ -26,6 +26,7 @@ from core_code.util.config_extractions import (
 )
 from core_code.util.default_config import init_config_data, init_config_training
 from experiments import grid
+from experiments.console import describe_point, os_error, progress_mode
 from experiments.provenance import provenance
 from experiments.run_state import (
     FINISHED,
@@ -50,75 +51,6 @@ INTERRUPT_CHECKPOINT = "interrupted.ckpt"
 FINAL_CHECKPOINT = "final.ckpt"
 # custom config 'keep_checkpoints': what is kept of a point's checkpoints once it is done.
 KEEP_CHECKPOINTS = ("all", "last", "none")
-
-# Messages of Lightning, torch and W&B that say nothing about the run (warnings: message regex).
-_QUIET_WARNINGS = (
-    r"The `srun` command is available on your system but is not used",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    r"The number of training batches \(\d+\) is smaller than the logging interval",
-    r"Checkpoint directory .* exists and is not empty",  # a resume or --extend of a point: expected
-)
-# Lightning's info logs dropped by a filter on its loggers (message prefix).
-_QUIET_LOGS = ("💡 Tip: For seamless cloud logging",)
-_QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                  "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-
-
-class _DropMessages:
-    """logging filter: drops records whose message starts with one of ``prefixes``."""
-
-    def __init__(self, prefixes: tuple[str, ...]):
-        self.prefixes = prefixes
-
-    def filter(self, record: Any) -> bool:
-        try:
-            return not str(record.getMessage()).startswith(self.prefixes)
-        except Exception:  # noqa: BLE001 - a malformed record is shown, not dropped
-            return True
-
-
-def quiet_console() -> None:
-    """Drop the specific console messages that say nothing about a run (idempotent).
-
-    Lightning's litlogger tip, its `srun` hint, the short-epoch ``log_every_n_steps``
-    notice and torch's ``LeafSpec`` deprecation; every other warning is shown as before.
-    (W&B's "anonymous setting" warning is avoided where the logger is made; the model
-    summary is off unless ``enable_model_summary=True``.)
-    """
-    import logging
-    import warnings
-
-    for pattern in _QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    for name in _QUIET_LOGGERS:
-        lg = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) for f in lg.filters):
-            lg.addFilter(_DropMessages(_QUIET_LOGS))
-
-
-def progress_mode(trainer_cfg: dict) -> str:
-    """'bar' (Lightning's progress bar) or 'lines' (one line per epoch, for logs).
-
-    ``MTL_PROGRESS=lines`` (the cluster job templates) or ``=bar`` decides; otherwise
-    'lines' when stdout is not a terminal or the progress bar is switched off.
-    """
-    import os
-
-    env = os.environ.get("MTL_PROGRESS", "").strip().lower()
-    if env in ("lines", "bar"):
-        return env
-    if not trainer_cfg.get("enable_progress_bar", True):
-        return "lines"
-    try:
-        return "bar" if sys.stdout.isatty() else "lines"
-    except (AttributeError, ValueError):
-        return "lines"
-
-
-def describe_point(values: dict) -> str:
-    """``'width=8, seed=1'``: a grid point's varying values (plot titles, console lines)."""
-    return ", ".join(f"{k}={v if isinstance(v, str) else repr(v)}" for k, v in values.items())
-
 
 class Interrupted(BaseException):
     """A signal stopped the grid (``signum``); the process should exit with ``exit_code``."""
@@ -378,10 +310,6 @@ def _wandb_offline_dir(logger: Any) -> Optional[str]:
         return None
 
 
-def _os_error(err: OSError) -> str:
-    return f"{err.strerror or err}" + (f" [errno {err.errno}]" if err.errno else "")
-
-
 def _record(run_dir: RunDir, index: int, status: str, **fields: Any) -> bool:
     """Write the point's status; on an OS error (disk full, read-only) say so in one line."""
     try:
@@ -389,7 +317,7 @@ def _record(run_dir: RunDir, index: int, status: str, **fields: Any) -> bool:
         return True
     except OSError as err:
         path = err.filename or run_dir.point_dir(index) / "summary.json"
-        print(f"error: cannot record status '{status}' of config {index} in {path}: {_os_error(err)}",
+        print(f"error: cannot record status '{status}' of config {index} in {path}: {os_error(err)}",
               file=sys.stderr)
         return False
 
@@ -926,7 +854,7 @@ class BasicManager:
             try:
                 write_text_atomic(error_txt, tb)
             except OSError as err:
-                print(f"error: cannot write {error_txt}: {_os_error(err)}", file=sys.stderr)
+                print(f"error: cannot write {error_txt}: {os_error(err)}", file=sys.stderr)
                 error_txt = None
             _record(run_dir, index, "failed", error=last)
             print(f"{where}: FAILED ({last})" + (f"; traceback in {error_txt}" if error_txt else ""))
@@ -1068,7 +996,7 @@ class BasicManager:
                     continue
                 p.unlink()
             except OSError as err:
-                print(f"[{run_dir.tag}] config {index}: cannot delete {p}: {_os_error(err)}", file=sys.stderr)
+                print(f"[{run_dir.tag}] config {index}: cannot delete {p}: {os_error(err)}", file=sys.stderr)
 
     def _choose_checkpoint(self, run_dir: RunDir, index: int, pid: str) -> tuple[Optional[str], list]:
         """The checkpoint to resume from: the one with the most progress that can be read.

@@ -255,7 +255,7 @@ def test_console_filters_are_specific():
     import logging
     import warnings
 
-    from experiments.util import quiet_console
+    from experiments.console import quiet_console
 
     quiet_console()
     with warnings.catch_warnings(record=True) as caught:
