@@ -15,8 +15,8 @@ that differ only in ``seed`` (custom seed: data draws, init, batch order), ``--e
   experiment's ``LoggingCallback`` without plots, a quiet Trainer); (c) K separate
   processes, estimated as K x (process start of ``python -c "import torch,
   pytorch_lightning"``, measured, + one point of (b)). Prints seconds and speed-ups.
-- ``impl``: the ensemble's training epoch with batched matmuls (``baddbmm``) vs
-  ``vmap(functional_call)`` at each size.
+- ``impl``: ``train_group`` with the forward as batched matmuls (``baddbmm``), one
+  ``addmm`` per member (``loop``) and ``vmap(functional_call)``, at each size.
 - ``mem``: peak resident memory (VmHWM) of fresh processes: imports only, one point, and
   the K-point ensemble (2 epochs each); checks K-member <= K x (single - imports) + imports.
 """
@@ -141,19 +141,19 @@ def section_time(sizes, points: int, epochs: int, repeats: int) -> None:
 
 
 def section_impl(sizes, points: int, epochs: int) -> None:
+    impls = ("bmm", "loop", "vmap")
     for w, d in sizes:
         cfgs = configs(w, d, points)
-        vectorized(cfgs[:2], 1, "bmm")
-        vectorized(cfgs[:2], 1, "vmap")
-        res = {impl: [] for impl in ("bmm", "vmap")}
+        for impl in impls:
+            vectorized(cfgs[:2], 1, impl)
+        res = {impl: [] for impl in impls}
         for _ in range(3):
-            for impl in res:
+            for impl in impls:
                 res[impl].append(vectorized(cfgs, epochs, impl))
         for i, what in enumerate(("wall", "CPU")):
-            b = statistics.median(x[i] for x in res["bmm"])
-            v = statistics.median(x[i] for x in res["vmap"])
-            print(f"{w}x{d}, {points} members x {epochs} epochs, {what}: baddbmm {b:.2f} s, vmap {v:.2f} s "
-                  f"(vmap/baddbmm {v / b:.2f})")
+            med = {impl: statistics.median(x[i] for x in res[impl]) for impl in impls}
+            print(f"{w}x{d}, {points} members x {epochs} epochs, {what}: "
+                  + ", ".join(f"{impl} {t:.2f} s" for impl, t in med.items()))
 
 
 def _child(kind: str, w: int, d: int, points: int) -> None:
