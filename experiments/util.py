@@ -25,7 +25,8 @@ from core_code.util.config_extractions import (
     task_key,
 )
 from core_code.util.default_config import init_config_data, init_config_training
-from experiments import grid
+from experiments import checkpoints, grid
+from experiments.checkpoints import INTERRUPT_CHECKPOINT, KEEP_CHECKPOINTS
 from experiments.console import describe_point, os_error, progress_mode
 from experiments.provenance import provenance
 from experiments.run_state import (
@@ -44,13 +45,6 @@ from experiments.run_state import (
 
 # The grid's dicts, in grid order (see experiments.grid), as error messages name them.
 DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "configs_custom")
-
-# Name of the checkpoint written when a run stops before its end (signal, time limit).
-INTERRUPT_CHECKPOINT = "interrupted.ckpt"
-# Written when a point ends 'done' and its newest checkpoint is older (so --extend can continue it).
-FINAL_CHECKPOINT = "final.ckpt"
-# custom config 'keep_checkpoints': what is kept of a point's checkpoints once it is done.
-KEEP_CHECKPOINTS = ("all", "last", "none")
 
 class Interrupted(BaseException):
     """A signal stopped the grid (``signum``); the process should exit with ``exit_code``."""
@@ -881,7 +875,7 @@ class BasicManager:
         write_json(pdir / "config.json", run_config)
         ckpt, ckpt_history = self._choose_checkpoint(run_dir, index, pid)
         if ckpt is not None:
-            self._check_metrics_csv(pdir, ckpt_history)
+            checkpoints.check_metrics_csv(pdir, ckpt_history)
         run_dir.write_summary(index, status="running", id=pid, resumed_from=ckpt, error=None, signal=None,
                               started=time.strftime("%Y-%m-%dT%H:%M:%S"), started_unix=round(time.time(), 1),
                               max_epochs=trainer_cfg.get("max_epochs"), max_steps=trainer_cfg.get("max_steps", -1))
@@ -932,7 +926,7 @@ class BasicManager:
                 diverged = log_cb.diverged if log_cb is not None else None
                 status, note = _stop_status(trainer, diverged)
                 if status == "done" and cfg["custom"].get("keep_checkpoints", "all") != "none":
-                    self._save_final_checkpoint(run_dir, index, trainer)
+                    checkpoints.save_final_checkpoint(run_dir, index, trainer)
                 if status in FINISHED and sum(data.n_samples("test").values()) > 0:
                     trainer.test(module, datamodule=data_module, verbose=False)
                     signals.check()
@@ -950,120 +944,16 @@ class BasicManager:
             fields["error"] = note
         run_dir.write_summary(index, status=status, **fields)
         if status == "done":
-            self._prune_checkpoints(run_dir, index, cfg["custom"].get("keep_checkpoints", "all"))
+            checkpoints.prune_checkpoints(run_dir, index, cfg["custom"].get("keep_checkpoints", "all"))
         print(f"[{run_dir.tag}] config {index}: {status} after {trainer.current_epoch} epochs ({note}) -> {pdir}")
         if offline_dir is not None:
             print(f"[{run_dir.tag}] config {index}: W&B offline run in {offline_dir}; upload it with: "
                   f"wandb sync {offline_dir}")
         return status
 
-    def _save_final_checkpoint(self, run_dir: RunDir, index: int, trainer: Any) -> None:
-        """Write ``final.ckpt`` when no checkpoint holds the final step (so --extend can go on)."""
-        step = trainer.global_step
-        names = [p.resolve().name for p in run_dir.checkpoint_candidates(index)]
-        if any(f"step={step}." in n or f"step={step}-" in n for n in names):
-            return
-        path = run_dir.point_dir(index) / "checkpoints" / FINAL_CHECKPOINT
-        try:
-            trainer.save_checkpoint(path, weights_only=False)
-        except Exception as err:  # noqa: BLE001 - the point is done; only --extend needs it
-            print(f"[{run_dir.tag}] config {index}: cannot write {path} ({type(err).__name__}: {err}); "
-                  "--extend will restart from the newest other checkpoint", file=sys.stderr)
-
-    def _prune_checkpoints(self, run_dir: RunDir, index: int, keep: str) -> None:
-        """Apply keep_checkpoints to a done point: 'all' keeps everything, 'last' the newest, 'none' none."""
-        if keep == "all" or not run_dir.records:
-            return
-        files = run_dir.checkpoint_candidates(index)
-        newest = None
-        if keep == "last" and files:
-            import torch
-
-            def progress(p: Path) -> tuple:
-                try:
-                    ck = torch.load(p, map_location="cpu", weights_only=False, mmap=True)
-                    return ck.get("global_step", -1), ck.get("epoch", -1), p.stat().st_mtime
-                except Exception:  # noqa: BLE001 - an unreadable file is never the one kept
-                    return -2, -2, 0.0
-
-            newest = max(files, key=progress).resolve()
-        d = run_dir.point_dir(index)
-        for p in [*(d / "checkpoints").glob("*.ckpt"), *d.glob("hpc_ckpt_*.ckpt")]:
-            try:
-                if p.is_symlink() and newest is not None and p.resolve() == newest:
-                    continue
-                if not p.is_symlink() and newest is not None and p.resolve() == newest:
-                    continue
-                p.unlink()
-            except OSError as err:
-                print(f"[{run_dir.tag}] config {index}: cannot delete {p}: {os_error(err)}", file=sys.stderr)
-
     def _choose_checkpoint(self, run_dir: RunDir, index: int, pid: str) -> tuple[Optional[str], list]:
-        """The checkpoint to resume from: the one with the most progress that can be read.
-
-        Every checkpoint file of the point is checked (mapped, not read). An unreadable one
-        is renamed ``*.unreadable`` and the next one is tried; one that belongs to another
-        point id is left alone. Returns (path or None, the LoggingCallback history it holds).
-        """
-        import torch
-
-        usable = []
-        for path in run_dir.checkpoint_candidates(index):
-            try:
-                # mmap: checks the file without reading the tensors (Lightning loads it next)
-                ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-                if not isinstance(ck, dict) or "state_dict" not in ck:
-                    raise ValueError("not a Lightning checkpoint")
-            except Exception as err:  # noqa: BLE001 - any unreadable file: try the next one
-                aside = path.with_name(path.name + ".unreadable")
-                print(f"[{run_dir.tag}] config {index}: checkpoint {path} cannot be read ({type(err).__name__}: "
-                      f"{err}); moved to {aside.name}, trying older checkpoints")
-                try:  # a link (last.ckpt): keep the unreadable file itself under the link's name
-                    path.resolve(strict=True).rename(aside)
-                    if path.is_symlink():
-                        path.unlink()
-                except OSError:
-                    pass
-                continue
-            ck_id = (ck.get("hyper_parameters") or {}).get("id")
-            if ck_id is not None and ck_id != pid:
-                print(f"[{run_dir.tag}] config {index}: checkpoint {path} belongs to point id {ck_id}, not {pid}; "
-                      "not used")
-                continue
-            history = next((s["history"] for s in (ck.get("callbacks") or {}).values()
-                            if isinstance(s, dict) and isinstance(s.get("history"), list)), [])
-            usable.append(((ck.get("global_step", -1), ck.get("epoch", -1), path.stat().st_mtime), path, history))
-            del ck
-        if not usable:
-            if run_dir.checkpoint_candidates(index) or any(run_dir.point_dir(index).glob("**/*.unreadable")):
-                print(f"[{run_dir.tag}] config {index}: no readable checkpoint; restarting this point from scratch")
-            return None, []
-        _, path, history = max(usable, key=lambda u: u[0])
-        return str(path), history
-
-    @staticmethod
-    def _check_metrics_csv(pdir: Path, history: list) -> None:
-        """Before a resume: a metrics.csv that is unreadable or lacks epochs the checkpoint has is
-        moved aside, so the LoggingCallback rebuilds it from the checkpoint's history."""
-        import csv
-
-        path = pdir / "metrics.csv"
-        if not path.exists() or not history:
-            return
-        problem = None
-        try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                epochs = {int(float(r["epoch"])) for r in csv.DictReader(fh)}
-            lost = sorted({int(r["epoch"]) for r in history if "epoch" in r} - epochs)
-            if lost:
-                problem = f"it lacks epochs {lost[:5]}{'...' if len(lost) > 5 else ''}"
-        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as err:
-            problem = f"{type(err).__name__}: {err}"
-        if problem:
-            aside = path.with_name(f"metrics.csv.unreadable-{time.strftime('%Y%m%d_%H%M%S')}")
-            path.replace(aside)
-            print(f"{path} cannot be used ({problem}); moved to {aside.name} and rebuilt from the "
-                  f"checkpoint's history ({len(history)} epochs)")
+        """The checkpoint point ``index`` resumes from and its history (``checkpoints.choose_checkpoint``)."""
+        return checkpoints.choose_checkpoint(run_dir, index, pid)
 
     # --------------------------------------------------------------- status
     def status_table(self, experimentbatch_name: str) -> str:
