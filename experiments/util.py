@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -19,12 +18,20 @@ from typing import Any, Optional, Union
 from core_code.util.config_extractions import ConfigError, check_config, complete_config
 from core_code.util.default_config import init_config_data, init_config_training
 from experiments import checkpoints, grid
-from experiments.checkpoints import INTERRUPT_CHECKPOINT
 from experiments.console import describe_point, os_error, progress_mode
 from experiments.provenance import provenance
+from experiments.run_control import (
+    Heartbeat,
+    Interrupted,
+    SignalRecorder,
+    process_rank,
+    record_status,
+    run_state_callback,
+    stop_status,
+    wandb_offline_dir,
+)
 from experiments.run_state import (
     FINISHED,
-    HEARTBEAT_EVERY_S,
     GridChangedError,
     PointLock,
     PointLockedError,
@@ -45,276 +52,6 @@ from experiments.validation import (
 
 # The grid's dicts, in grid order (see experiments.grid), as error messages name them.
 DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "configs_custom")
-
-class Interrupted(BaseException):
-    """A signal stopped the grid (``signum``); the process should exit with ``exit_code``."""
-
-    def __init__(self, signum: int):
-        self.signum = int(signum)
-        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1), as a shell reports it."""
-        return 128 + self.signum
-
-
-def process_rank() -> int:
-    """The global rank of this process in a multi-process launch (srun, torchrun, Lightning's
-    subprocess launcher, MPI); 0 when started alone."""
-    import os
-
-    for var in ("RANK", "SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            if var == "SLURM_PROCID" and os.environ.get("SLURM_NTASKS", "1") in ("", "1"):
-                continue  # one task: SLURM_PROCID is 0 anyway
-            return int(value) + (int(os.environ.get("NODE_RANK", "0") or 0) if var == "LOCAL_RANK" else 0)
-    return 0
-
-
-def _on_slurm() -> bool:
-    """True when Lightning's SLURMEnvironment takes this process (it then owns SIGUSR1: requeue)."""
-    try:
-        from lightning_fabric.plugins.environments import SLURMEnvironment
-
-        return SLURMEnvironment.detect()
-    except Exception:  # noqa: BLE001 - no Lightning environment detection: assume Slurm, leave SIGUSR1 alone
-        return True
-
-
-class _SignalRecorder:
-    """Signal handlers of a grid run: record the signal, stop the running point cleanly.
-
-    SIGINT raises KeyboardInterrupt (Lightning's graceful shutdown). SIGTERM inside
-    ``Trainer.fit`` is left to Lightning (it stops at the next batch boundary, raising
-    SIGTERMException); elsewhere it raises ``Interrupted`` at once. SIGUSR1 is handled only
-    outside Slurm (on Slurm, Lightning's SLURMEnvironment registers it for checkpoint and
-    requeue, and does so only when no other handler is installed): inside fit it stops
-    the run at the next batch (``_RunStateCallback``). Handlers are installed only in the
-    main thread and restored afterwards.
-    """
-
-    def __init__(self) -> None:
-        self.received: Optional[int] = None
-        self.graceful = False
-        self._old: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signums = [signal.SIGTERM, signal.SIGINT] + ([] if _on_slurm() else [signal.SIGUSR1])
-        for s in signums:
-            self._old[s] = signal.getsignal(s)
-            signal.signal(s, self._handle)
-
-    def restore(self) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        self._old = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        first = self.received is None
-        if first:
-            self.received = signum
-            print(f"received {signal.Signals(signum).name}: checkpointing and stopping", file=sys.stderr)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.graceful and first:
-            return  # the running Trainer stops at its next batch boundary
-        raise Interrupted(signum)
-
-    def check(self) -> None:
-        """Raise ``Interrupted`` if a signal came (e.g. after the last training batch)."""
-        if self.received is not None:
-            raise Interrupted(self.received)
-
-    def pending_stop(self) -> Optional[int]:
-        """A received signal that Lightning does not act on by itself (not SIGTERM/SIGINT)."""
-        return self.received if self.received not in (None, signal.SIGTERM, signal.SIGINT) else None
-
-
-class _Heartbeat:
-    """Refreshes the point's heartbeat every ``HEARTBEAT_EVERY_S`` seconds in a daemon thread."""
-
-    def __init__(self, run_dir: RunDir, index: int):
-        self.run_dir, self.index = run_dir, index
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self) -> None:
-        self._beat()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-config{self.index}", daemon=True)
-        self._thread.start()
-
-    def _beat(self, **fields: Any) -> None:
-        try:
-            self.run_dir.heartbeat(self.index, **fields)
-        except OSError:
-            pass  # a missed heartbeat is no reason to stop training
-
-    def _loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_EVERY_S):
-            self._beat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-
-def _pl_callback_base() -> type:
-    import pytorch_lightning as pl
-
-    return pl.Callback
-
-
-class _RunStateCallbackMixin:
-    """Heartbeat per epoch, a checkpoint when a run stops early, per-run ``max_time``."""
-
-    def __init__(self, manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder,
-                 lines: bool = False):
-        super().__init__()
-        self.manager, self.run_dir, self.index, self.signals = manager, run_dir, index, signals
-        self.lines = lines  # print one line per epoch (instead of a progress bar)
-        self._t0 = time.monotonic()
-
-    def _save(self, trainer: Any, why: str) -> None:
-        path = self.run_dir.point_dir(self.index) / "checkpoints" / INTERRUPT_CHECKPOINT
-        try:
-            trainer.save_checkpoint(path)
-            self.manager._last_interrupt_checkpoint = str(path)
-        except Exception as err:  # noqa: BLE001 - reported in the status; the stop goes on
-            print(f"[{self.run_dir.tag}] config {self.index}: cannot write checkpoint {path} ({why}): "
-                  f"{type(err).__name__}: {err}", file=sys.stderr)
-
-    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
-        # max_time limits each run (process), not the total: drop the Timer's elapsed time.
-        callbacks = checkpoint.get("callbacks")
-        if isinstance(callbacks, dict):
-            for key in [k for k in callbacks if str(k).startswith("Timer")]:
-                callbacks.pop(key)
-
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._t0 = time.monotonic()
-
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero:
-            return
-        metrics = {}
-        for k, v in trainer.callback_metrics.items():
-            if k.startswith(("train/loss_task_", "validation/loss_task_")):
-                try:
-                    metrics[k] = float(v)
-                except (TypeError, ValueError):
-                    pass
-        validation = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("validation/")}
-        try:
-            self.run_dir.heartbeat(self.index, heartbeat_epoch=trainer.current_epoch,
-                                   epochs_done=trainer.current_epoch + 1,
-                                   **({"last_validation": validation} if validation else {}))
-        except OSError:
-            pass
-        if self.lines:
-            def part(split: str) -> str:
-                vals = sorted((int(k.rsplit("_", 1)[-1]), v) for k, v in metrics.items() if k.startswith(split + "/"))
-                return f"{split} " + " ".join(f"{v:.4g}" for _, v in vals) if vals else ""
-
-            top = trainer.max_epochs if trainer.max_epochs not in (None, -1) else "?"
-            tasks = [str(t) for t in sorted({int(k.rsplit("_", 1)[-1]) for k in metrics})]
-            parts = [p for p in (part("train"), part("validation")) if p]
-            print(f"[{self.run_dir.tag}] config {self.index} epoch {trainer.current_epoch + 1}/{top}: "
-                  + (" | ".join(parts) + f" (task {', '.join(tasks)})" if parts else "no losses")
-                  + f" [{time.monotonic() - self._t0:.1f} s]", flush=True)
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        signum = self.signals.pending_stop()
-        if signum is not None:
-            raise Interrupted(signum)
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if not isinstance(exception, (KeyboardInterrupt, SystemExit, Interrupted)):
-            return
-        if isinstance(exception, KeyboardInterrupt) and trainer.world_size > 1:
-            return  # ranks stop at different points: a collective save could hang
-        self._save(trainer, type(exception).__name__)
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if _timer_expired(trainer):
-            self._save(trainer, "time limit")
-
-
-def _RunStateCallback(manager: "BasicManager", run_dir: RunDir, index: int, signals: _SignalRecorder,
-                      lines: bool = False):
-    """The run-state callback (a ``pl.Callback``; Lightning imported only when training)."""
-    cls = type("RunStateCallback", (_RunStateCallbackMixin, _pl_callback_base()), {})
-    return cls(manager, run_dir, index, signals, lines)
-
-
-def _timer_expired(trainer: Any) -> bool:
-    from pytorch_lightning.callbacks import Timer
-
-    for cb in trainer.callbacks:
-        if isinstance(cb, Timer):
-            remaining = cb.time_remaining()
-            if remaining is not None and remaining <= 0:
-                return True
-    return False
-
-
-def _stop_status(trainer: Any, diverged: Any) -> tuple[str, str]:
-    """(status, why) of a fit that returned: diverged, time_limit, done, or failed.
-
-    'done' only when the run reached its configured end: max_epochs, max_steps, or an
-    EarlyStopping rule that fired.
-    """
-    from pytorch_lightning.callbacks import EarlyStopping
-
-    if diverged:
-        return "diverged", f"non-finite loss of task {diverged.get('task')} at epoch {diverged.get('epoch')}"
-    if _timer_expired(trainer):
-        return "time_limit", f"max_time reached at epoch {trainer.current_epoch}, step {trainer.global_step}"
-    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
-    if max_steps is not None and max_steps != -1 and trainer.global_step >= max_steps:
-        return "done", f"max_steps={max_steps} reached"
-    if max_epochs is not None and max_epochs != -1 and trainer.current_epoch >= max_epochs:
-        return "done", f"max_epochs={max_epochs} reached"
-    for cb in trainer.callbacks:
-        if isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0:
-            return "done", f"early stopping ({cb.monitor}) at epoch {cb.stopped_epoch}"
-    return "failed", (f"training stopped at epoch {trainer.current_epoch}, step {trainer.global_step} before its "
-                      f"configured end (max_epochs={max_epochs}, max_steps={max_steps}) by no known rule")
-
-
-def _wandb_offline_dir(logger: Any) -> Optional[str]:
-    """The folder of an offline W&B run (what ``wandb sync`` takes), else None."""
-    if logger is None:
-        return None
-    try:
-        run = logger.experiment
-        if not getattr(getattr(run, "settings", None), "_offline", False) and \
-                getattr(getattr(run, "settings", None), "mode", "") not in ("offline", "dryrun"):
-            return None
-        folder = Path(run.dir).parent  # run.dir is <offline-run-...>/files
-        try:
-            return str(folder.relative_to(Path.cwd()))
-        except ValueError:
-            return str(folder)
-    except Exception:  # noqa: BLE001 - only a hint on the console
-        return None
-
-
-def _record(run_dir: RunDir, index: int, status: str, **fields: Any) -> bool:
-    """Write the point's status; on an OS error (disk full, read-only) say so in one line."""
-    try:
-        run_dir.write_summary(index, status=status, **fields)
-        return True
-    except OSError as err:
-        path = err.filename or run_dir.point_dir(index) / "summary.json"
-        print(f"error: cannot record status '{status}' of config {index} in {path}: {os_error(err)}",
-              file=sys.stderr)
-        return False
-
 
 class BasicManager:
     """Expands, validates and runs the grid of one experiment."""
@@ -576,7 +313,7 @@ class BasicManager:
         run_dir.records = process_rank() == 0
         run_dir.ensure_manifest(self.experiment, configs, write=run_dir.records)
         results: dict[int, str] = {}
-        self._signals = _SignalRecorder()
+        self._signals = SignalRecorder()
         self._signals.install()
         try:
             for i in indices:
@@ -642,7 +379,7 @@ class BasicManager:
                 history.append({"event": "extended", "from_epochs": summary.get("epochs"),
                                 "to_epochs": more["max_epochs"], "from_steps": summary.get("global_step"),
                                 "to_steps": more["max_steps"], "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                _record(run_dir, index, "done", history=history)
+                record_status(run_dir, index, "done", history=history)
                 print(f"{where}: extending from {more['what_done']} to {more['what_new']}")
             return self._run_locked(run_dir, index, cfg)
         finally:
@@ -667,7 +404,7 @@ class BasicManager:
 
     def _run_locked(self, run_dir: RunDir, index: int, cfg: dict) -> str:
         where = f"[{run_dir.tag}] config {index}"
-        signals = getattr(self, "_signals", None) or _SignalRecorder()
+        signals = getattr(self, "_signals", None) or SignalRecorder()
         try:
             return self._train_point(run_dir, index, cfg)
         except (KeyboardInterrupt, Interrupted, SystemExit) as exc:
@@ -675,11 +412,11 @@ class BasicManager:
             if signum is None and isinstance(exc, KeyboardInterrupt):
                 signum = signal.SIGINT
             if signum is None:  # a sys.exit() in user code: a failure, and the process ends
-                _record(run_dir, index, "failed", error=f"SystemExit({exc.code!r})")
+                record_status(run_dir, index, "failed", error=f"SystemExit({exc.code!r})")
                 raise
             name = signal.Signals(signum).name
             ckpt = getattr(self, "_last_interrupt_checkpoint", None)
-            _record(run_dir, index, "interrupted", signal=name, checkpoint=ckpt,
+            record_status(run_dir, index, "interrupted", signal=name, checkpoint=ckpt,
                     error=f"stopped by {name}" + ("" if ckpt else " (no checkpoint could be written)"))
             print(f"{where}: interrupted by {name}" + (f"; checkpoint {ckpt}" if ckpt else ""), file=sys.stderr)
             raise Interrupted(signum) from None
@@ -692,7 +429,7 @@ class BasicManager:
             except OSError as err:
                 print(f"error: cannot write {error_txt}: {os_error(err)}", file=sys.stderr)
                 error_txt = None
-            _record(run_dir, index, "failed", error=last)
+            record_status(run_dir, index, "failed", error=last)
             print(f"{where}: FAILED ({last})" + (f"; traceback in {error_txt}" if error_txt else ""))
             return "failed"
 
@@ -703,7 +440,7 @@ class BasicManager:
         from core_code.util.lightning import DataModule
         from experiments.logging import LoggingCallback, finish_wandb, make_wandb_logger
 
-        signals = getattr(self, "_signals", None) or _SignalRecorder()
+        signals = getattr(self, "_signals", None) or SignalRecorder()
         self._last_interrupt_checkpoint = None
         pdir = run_dir.point_dir(index)
         pdir.mkdir(parents=True, exist_ok=True)
@@ -725,7 +462,7 @@ class BasicManager:
         values = values[index - 1] if len(values) >= index else {}
         print(f"[{run_dir.tag}] config {index}" + (f" ({describe_point(values)})" if values else "")
               + (f": resuming from {ckpt}" if ckpt else ": starting") + f"; run folder {pdir}", flush=True)
-        heartbeat = _Heartbeat(run_dir, index)
+        heartbeat = Heartbeat(run_dir, index)
         heartbeat.start()
         try:
             pl.seed_everything(cfg["custom"]["seed"], workers=cfg["custom"]["workers"], verbose=False)
@@ -738,7 +475,7 @@ class BasicManager:
             log_cb = next((cb for cb in callbacks if isinstance(cb, LoggingCallback)), None)
             if log_cb is not None and values and getattr(log_cb, "title_suffix", "absent") is None:
                 log_cb.title_suffix = describe_point(values)  # the varying values in every plot title
-            state_cb = _RunStateCallback(self, run_dir, index, signals, lines=lines)
+            state_cb = run_state_callback(self, run_dir, index, signals, lines=lines)
             arch = cfg["architecture"].get("architecture_key", "model")
             logger = make_wandb_logger(
                 project=f"logging_{self.experiment}",
@@ -766,13 +503,13 @@ class BasicManager:
                     signals.graceful = False
                 signals.check()  # a signal that came after the last batch still stops this point
                 diverged = log_cb.diverged if log_cb is not None else None
-                status, note = _stop_status(trainer, diverged)
+                status, note = stop_status(trainer, diverged)
                 if status == "done" and cfg["custom"].get("keep_checkpoints", "all") != "none":
                     checkpoints.save_final_checkpoint(run_dir, index, trainer)
                 if status in FINISHED and sum(data.n_samples("test").values()) > 0:
                     trainer.test(module, datamodule=data_module, verbose=False)
                     signals.check()
-                offline_dir = _wandb_offline_dir(logger)
+                offline_dir = wandb_offline_dir(logger)
             finally:
                 finish_wandb()
         finally:

@@ -129,7 +129,7 @@ def test_slurm_requeue_signal_is_left_to_lightning(monkeypatch):
     """On Slurm, SIGUSR1 stays free, so Lightning's SLURMEnvironment registers its requeue handler."""
     import pytorch_lightning as pl
 
-    from experiments.util import _SignalRecorder
+    from experiments.run_control import SignalRecorder as _SignalRecorder
 
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "mtl_job")
@@ -184,7 +184,7 @@ def test_max_time_stop_is_time_limit_not_done_and_a_rerun_resumes(tmp_path, caps
 
 
 def test_max_time_is_per_run_not_restored_from_the_checkpoint():
-    from experiments.util import _RunStateCallbackMixin
+    from experiments.run_control import RunStateCallbackMixin as _RunStateCallbackMixin
 
     ckpt = {"callbacks": {"Timer": {"time_elapsed": {"train": 99.0}}, "Other": {"x": 1}}}
     _RunStateCallbackMixin.on_load_checkpoint(None, None, None, ckpt)
@@ -194,7 +194,7 @@ def test_max_time_is_per_run_not_restored_from_the_checkpoint():
 def test_stop_status_done_only_at_the_configured_end():
     from types import SimpleNamespace
 
-    from experiments.util import _stop_status
+    from experiments.run_control import stop_status as _stop_status
 
     def trainer(**kw):
         base = dict(max_steps=-1, max_epochs=5, current_epoch=5, global_step=50, callbacks=[])
