@@ -41,7 +41,7 @@ def test_model_and_data_library_load_no_framework(module):
     assert not loaded & set(HEAVY), f"{module} loads {sorted(loaded & set(HEAVY))}"
 
 
-@pytest.mark.parametrize("module", ["core_code.lightning_multitask", "core_code.util.lightning",
+@pytest.mark.parametrize("module", ["core_code.lightning_multitask", "core_code.util.lightning", "core_code.vectorized",
                                     "core_code.util.trainer_config"])
 def test_lightning_layer_loads_no_wandb_matplotlib_or_experiments(module, lightning_itself):
     loaded = loaded_after_import(module)
