@@ -28,6 +28,7 @@ class _DropMessages:
         self.prefixes = prefixes
 
     def filter(self, record: Any) -> bool:
+        """False for a record to drop (its message starts with one of the prefixes)."""
         try:
             return not str(record.getMessage()).startswith(self.prefixes)
         except Exception:  # noqa: BLE001 - a malformed record is shown, not dropped

@@ -170,16 +170,18 @@ class RunStateCallbackMixin:
                   f"{type(err).__name__}: {err}", file=sys.stderr)
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
-        # max_time limits each run (process), not the total: drop the Timer's elapsed time.
+        """Drop the Timer's elapsed time: max_time limits each run (process), not the total."""
         callbacks = checkpoint.get("callbacks")
         if isinstance(callbacks, dict):
             for key in [k for k in callbacks if str(k).startswith("Timer")]:
                 callbacks.pop(key)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start the epoch's clock (the time on its progress line)."""
         self._t0 = time.monotonic()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Heartbeat with the epoch's validation losses; in 'lines' mode, one progress line."""
         if not trainer.is_global_zero:
             return
         metrics = {}
@@ -209,11 +211,13 @@ class RunStateCallbackMixin:
                   + f" [{time.monotonic() - self._t0:.1f} s]", flush=True)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop at this batch for a signal Lightning does not act on (SIGUSR1 outside Slurm)."""
         signum = self.signals.pending_stop()
         if signum is not None:
             raise Interrupted(signum)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Checkpoint a run stopped by a signal, Ctrl-C or sys.exit (so a rerun resumes it)."""
         if not isinstance(exception, (KeyboardInterrupt, SystemExit, Interrupted)):
             return
         if isinstance(exception, KeyboardInterrupt) and trainer.world_size > 1:
@@ -221,6 +225,7 @@ class RunStateCallbackMixin:
         self._save(trainer, type(exception).__name__)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Checkpoint a run that reached max_time (so a rerun resumes it)."""
         if _timer_expired(trainer):
             self._save(trainer, "time limit")
 

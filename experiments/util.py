@@ -4,6 +4,11 @@ An experiment's Manager subclasses BasicManager, names the experiment and its cu
 config defaults, and may override the ``make_*`` hooks (data, model, callbacks).
 Grid order is documented in ``experiments.grid``: the job-array index i (1-based, as
 ``main.py --num_config``) always means the same configuration.
+
+What a run needs besides the manager lives beside it: ``console`` (what the console
+shows), ``run_control`` (signals, heartbeat, how a stop is classified), ``validation``
+(checks of resolved configs, GridError), ``checkpoints`` (resume, final, pruning) and
+``status`` (the --status table).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from experiments.validation import (
 
 # The grid's dicts, in grid order (see experiments.grid), as error messages name them.
 DICT_NAMES = ("configs_data", "configs_architecture", "configs_training", "configs_custom")
+
 
 class BasicManager:
     """Expands, validates and runs the grid of one experiment."""
@@ -242,13 +248,13 @@ class BasicManager:
         return resolved
 
     # ------------------------------------------------------------------ hooks
-    def make_data(self, config_data: dict):
+    def make_data(self, config_data: dict) -> Any:
         """The data object of a grid point, from its ``data_source`` (CreateData by default)."""
         from core_code.create_data import make_data
 
         return make_data(**config_data)
 
-    def make_model(self, config_architecture: dict, data):
+    def make_model(self, config_architecture: dict, data: Any) -> Any:
         """The model(s) of a grid point; d_in/d_out default to the data's."""
         from core_code.create_model import create_model
 
