@@ -9,7 +9,7 @@
     python main.py --experimentbatch_name TAG --extend trainer.max_epochs=500   # train done points longer
     python main.py --status TAG                      # status, epochs, losses, liveness of runs/TAG
     python main.py --missing TAG                     # 1-based indices not finished: 2,3
-    python main.py --collect TAG                     # summary.csv, comparison plots, table
+    python main.py --collect TAG [TAG ...]           # summary.csv, comparison plots, table
 
 Overrides ``section.key=value`` (sections data, architecture, training, custom, trainer)
 change any config key of configs.py; values are Python literals (a list is a grid axis),
@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", default=None, metavar="{online,offline,disabled}",
                    help="W&B mode (default: online if logged in, else offline)")
     p.add_argument("--runs_dir", default="runs", help="root folder of the results (default runs/)")
+    p.add_argument("--vectorize", action="store_true",
+                   help="train the selected new points that share tensor shapes together as one ensemble "
+                        "(each written out as its own run)")
     p.add_argument("--extend", action="store_true",
                    help="continue finished (done) points from their last checkpoint when only the trainer's "
                         "max_epochs/max_steps grew (e.g. trainer.max_epochs=500)")
@@ -126,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print the resolved configuration of grid point N (JSON, as config.json) and exit")
     actions.add_argument("--status", metavar="TAG", help="print the status of runs/TAG and exit")
     actions.add_argument("--missing", metavar="TAG", help="print the 1-based indices of runs/TAG not finished (done or diverged)")
-    actions.add_argument("--collect", metavar="TAG",
-                         help="write runs/TAG/summary.csv and comparison plots, print the table")
+    actions.add_argument("--collect", metavar="TAG", nargs="+",
+                         help="write runs/TAG/summary.csv and comparison plots, print the table "
+                              "(several TAGs: one table and one set of plots)")
     return p
 
 
@@ -207,8 +211,9 @@ def check_paths(args: argparse.Namespace) -> None:
 
     for option in ("experimentbatch_name", "status", "missing", "collect"):
         value = getattr(args, option)
-        if value is not None:
-            validate_tag(value, f"--{option}")
+        for tag in value if isinstance(value, list) else [value]:
+            if tag is not None:
+                validate_tag(tag, f"--{option}")
     runs = Path(args.runs_dir)
     if runs.exists() and not runs.is_dir():
         raise UsageError(f"--runs_dir {args.runs_dir!r} is a file, not a folder: give the folder that holds "
@@ -233,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.collect:
         from experiments.analysis import collect
 
-        return collect.main([args.collect, "--runs_dir", args.runs_dir])
+        return collect.main([*args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
     from experiments.console import quiet_console
     from experiments.run_state import GridChangedError, count_statuses
@@ -271,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         tag = args.experimentbatch_name or f"{manager.experiment}_{time.strftime('%Y%m%d_%H%M%S')}"
         quiet_console()
-        results = manager.run(tag, indices, extend=args.extend)
+        results = manager.run(tag, indices, extend=args.extend, vectorize=args.vectorize)
     except (UsageError, ConfigError, GridChangedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

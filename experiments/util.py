@@ -290,7 +290,7 @@ class BasicManager:
 
     # -------------------------------------------------------------------- run
     def run(self, experimentbatch_name: str, ind_configs: Union[None, int, list[int]] = None,
-            extend: bool = False) -> dict[int, str]:
+            extend: bool = False, vectorize: bool = False) -> dict[int, str]:
         """Run all grid points, or the given 0-based indices; returns {1-based index: status}.
 
         Validates every point first. Finished points are skipped, unfinished ones resume
@@ -300,6 +300,8 @@ class BasicManager:
         ``Interrupted`` is raised (``exit_code`` 128 + signal number). ``extend``: a done
         point whose trainer max_epochs/max_steps is now larger continues from its last
         checkpoint (recorded in its summary's ``history``); otherwise it is skipped.
+        ``vectorize``: new points that share tensor shapes train together as one ensemble
+        (``experiments.vectorize.run_vectorized``); the others as above.
         """
         configs = self.validate()
         self._extend = bool(extend)
@@ -322,6 +324,10 @@ class BasicManager:
         self._signals = SignalRecorder()
         self._signals.install()
         try:
+            if vectorize:
+                from experiments.vectorize import run_vectorized
+
+                return run_vectorized(self, run_dir, configs, indices)
             for i in indices:
                 try:
                     results[i + 1] = self.run_point(run_dir, i, configs[i])

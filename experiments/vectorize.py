@@ -293,4 +293,80 @@ def _epoch_steps_callback() -> Any:
     return _EpochSteps()
 
 
-__all__ = ["group_key", "group_points", "describe_groups", "train_group", "MemberResult"]
+def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices: Sequence[int]) -> dict[int, str]:
+    """``main.py --vectorize``: run the 0-based ``indices`` of the resolved ``configs`` in groups.
+
+    Returns ``{1-based index: status}``. A point trains in an ensemble only when it is new:
+    finished points, points with checkpoints to resume from, points another process holds
+    and points that cannot share a group go through ``manager.run_point`` (the ordinary
+    path, with its skip, resume, lock and refusal rules). Every member of an ensemble is
+    written out as its own run would be: config.json, metrics.csv, baselines.json,
+    summary.json (``vectorized: true``) and checkpoints/last.ckpt, which resumes as a
+    single run. A failing ensemble marks each of its members failed, with the traceback.
+    """
+    import sys
+    import traceback
+
+    from experiments.logging.metrics import MetricsCSV
+    from experiments.run_state import PointLockedError, point_id, write_json, write_text_atomic
+
+    results: dict[int, str] = {}
+    fresh = [i for i in indices
+             if not run_dir.summary(i + 1).get("id") and not run_dir.checkpoint_candidates(i + 1)]
+    sub = [configs[i] for i in fresh]
+    groups = [[fresh[j] for j in g] for g in group_points(sub)] if sub else []
+    if groups:
+        print(f"[{run_dir.tag}] vectorized groups:\n" + describe_groups(sub, group_points(sub)))
+    alone = [i for i in indices if i not in fresh] + [g[0] for g in groups if len(g) == 1]
+    for group in (g for g in groups if len(g) > 1):
+        locks, members = [], []
+        for i in group:
+            try:
+                locks.append(run_dir.lock(i + 1).acquire())
+                members.append(i)
+            except PointLockedError:
+                alone.append(i)  # the ordinary path refuses it with its message
+        try:
+            if len(members) < 2:
+                alone.extend(members)
+                continue
+            run_configs = [manager.run_config(configs[i], i + 1, run_dir.tag) for i in members]
+            for i, rc in zip(members, run_configs):
+                write_json(run_dir.point_dir(i + 1) / "config.json", rc)
+                run_dir.write_summary(i + 1, status="running", id=point_id(configs[i]), vectorized=True)
+            print(f"[{run_dir.tag}] configs {', '.join(str(i + 1) for i in members)}: training as one ensemble")
+            try:
+                out = train_group(manager, [configs[i] for i in members], manager.trainer_config(),
+                                  hyper_parameters=run_configs)
+            except Exception:  # noqa: BLE001 - recorded for every member; the grid goes on
+                tb = traceback.format_exc()
+                for i in members:
+                    write_text_atomic(run_dir.point_dir(i + 1) / "error.txt", tb)
+                    run_dir.write_summary(i + 1, status="failed", error=tb.strip().splitlines()[-1])
+                    results[i + 1] = "failed"
+                print(f"[{run_dir.tag}] ensemble of configs {members} FAILED: {tb.strip().splitlines()[-1]}",
+                      file=sys.stderr)
+                continue
+            except BaseException as stop:  # a signal (Interrupted), Ctrl-C, SystemExit
+                # A stopped ensemble keeps no partial checkpoint: its members start afresh on a rerun.
+                for i in members:
+                    run_dir.write_summary(i + 1, status="interrupted", error=f"{type(stop).__name__} during "
+                                          "a vectorized ensemble (no checkpoint: reruns start it afresh)")
+                raise
+            for i, r in zip(members, out):
+                pdir = run_dir.point_dir(i + 1)
+                MetricsCSV(pdir / "metrics.csv").rewrite(r.history)
+                write_json(pdir / "baselines.json", r.baselines)
+                r.save_checkpoint(pdir / "checkpoints" / "last.ckpt")
+                run_dir.write_summary(i + 1, status=r.status, id=point_id(configs[i]), **r.summary_fields())
+                results[i + 1] = r.status
+                print(f"[{run_dir.tag}] config {i + 1}: {r.status} after {r.epochs} epochs ({r.stop}) -> {pdir}")
+        finally:
+            for lock in locks:
+                lock.release()
+    for i in sorted(set(alone)):
+        results[i + 1] = manager.run_point(run_dir, i, configs[i])
+    return dict(sorted(results.items()))
+
+
+__all__ = ["group_key", "group_points", "describe_groups", "train_group", "run_vectorized", "MemberResult"]

@@ -55,7 +55,7 @@ def test_config_trainer_is_one_spelling_of_trainer_overrides(tmp_path, monkeypat
     from experiments.util import BasicManager
 
     seen = []
-    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False:
+    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False, vectorize=False:
                         seen.append((self.trainer_config()["max_epochs"], self.configs_training["batch_size"]))
                         or {})
     assert run_main(tmp_path, "--experimentbatch_name", "T", "--config_trainer", "max_epochs:5",
@@ -126,7 +126,7 @@ def test_num_config_list_runs_those_points(tmp_path, monkeypatch):
     from experiments.util import BasicManager
 
     seen = []
-    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False: seen.append(indices) or {})
+    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False, vectorize=False: seen.append(indices) or {})
     assert run_main(tmp_path, "--num_config", "1,3", "--experimentbatch_name", "T") == 0
     assert seen == [[0, 2]]
     assert run_main(tmp_path, "--num_config", "1,4", "--experimentbatch_name", "T") == 2

@@ -60,7 +60,7 @@ def test_num_config_range_runs_those_points(tmp_path, monkeypatch):
     from experiments.util import BasicManager
 
     seen = []
-    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False: seen.append(indices) or {})
+    monkeypatch.setattr(BasicManager, "run", lambda self, tag, indices=None, extend=False, vectorize=False: seen.append(indices) or {})
     assert run_main(tmp_path, "--num_config", "2-3", "--experimentbatch_name", "T") == 0
     assert seen == [[1, 2]]
 

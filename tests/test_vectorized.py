@@ -258,3 +258,37 @@ def test_group_points_on_a_mixed_grid():
     text = describe_groups(cfgs, groups)
     assert "6 x abcMLP width 16 depth 3, batch 16: configs 1, 2, 3, 4, 10, 12" in text
     assert "alone: update_rule 'custom'" in text
+
+
+@pytest.mark.slow
+def test_main_vectorize_writes_each_member_as_its_own_run(tmp_path, capsys):
+    """--vectorize: 3 seeds of tinyTest as one ensemble; each point's folder as if it had run alone."""
+    import csv
+    import json
+
+    import main as main_mod
+
+    def run(tag, *extra):
+        return main_mod.main(["--experiment", "tinyTest", "--runs_dir", str(tmp_path), "--wandb", "disabled",
+                              "--experimentbatch_name", tag, "architecture.width=16", "custom.seed=[0,1,2]",
+                              "trainer.max_epochs=2", *extra])
+
+    assert run("V", "--vectorize") == 0
+    out = capsys.readouterr().out
+    assert "vectorized groups" in out and "training as one ensemble" in out
+    assert run("S") == 0
+    for i in (1, 2, 3):
+        v, s = tmp_path / "V" / f"config{i}", tmp_path / "S" / f"config{i}"
+        sv, ss = (json.loads((d / "summary.json").read_text()) for d in (v, s))
+        assert sv["status"] == ss["status"] == "done" and sv["vectorized"] is True and sv["id"] == ss["id"]
+        assert sv["epochs"] == ss["epochs"] == 2
+        rv, rs = (list(csv.DictReader((d / "metrics.csv").open())) for d in (v, s))
+        assert len(rv) == len(rs) == 2
+        for a, b in zip(rv, rs):
+            for key in ("train/loss_task_0", "train/loss_task_1", "validation/loss_task_0", "validation/loss_task_1"):
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5), (i, key)
+        assert (v / "checkpoints" / "last.ckpt").exists() and (v / "baselines.json").exists()
+        assert json.loads((v / "config.json").read_text())["id"] == sv["id"]
+    capsys.readouterr()
+    assert run("V", "--vectorize") == 0  # a rerun skips the finished members
+    assert capsys.readouterr().out.count("already done, skipped") == 3
