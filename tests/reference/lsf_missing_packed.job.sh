@@ -12,8 +12,8 @@
 #BSUB -Q "99"
 #
 # Preemption and time limit: '-wa USR1 -wt 2' has LSF send SIGUSR1 to the job's processes
-# 2 minutes before the run limit (sites may send it on preemption too). The run stops (at
-# worst losing the work since its last checkpoint); this shell then exits with 99, and
+# 2 minutes before the run limit (sites may send it on preemption too). main.py writes
+# interrupted.ckpt, records the point 'interrupted' and stops; this shell then exits with 99, and
 # '-Q "99"' makes LSF requeue ONLY this element, which runs this script again: main.py
 # skips the element's finished grid points and resumes the interrupted one from its checkpoint.
 
