@@ -111,7 +111,7 @@ def describe_groups(configs: Sequence[dict], groups: Sequence[Sequence[int]]) ->
 class MemberResult:
     """Everything the one-point path records for one member of a vectorized group.
 
-    ``status``: 'done', 'diverged', 'time_limit' or 'failed' (as ``_stop_status``);
+    ``status``: 'done', 'diverged', 'time_limit' or 'failed' (as ``experiments.run_control.stop_status``);
     ``history``: per-epoch metric rows (the LoggingCallback's ``history``); ``final``: its
     ``final_metrics()`` (last row, test losses, baselines); ``diverged``: None or
     ``{'task', 'epoch', 'split', 'step'}``; ``state_dict``: a ``LightningMultitask``
@@ -179,22 +179,6 @@ def _in_domain(datas: Sequence[Any], dm: Any) -> tuple[dict, list[dict]]:
     return masks, boxes
 
 
-def _status(trainer: Any, diverged: Optional[dict]) -> tuple[str, str]:
-    if diverged:
-        return "diverged", f"non-finite loss of task {diverged.get('task')} at epoch {diverged.get('epoch')}"
-    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
-    if max_steps is not None and max_steps != -1 and trainer.global_step >= max_steps:
-        return "done", f"max_steps={max_steps} reached"
-    if max_epochs is not None and max_epochs != -1 and trainer.current_epoch >= max_epochs:
-        return "done", f"max_epochs={max_epochs} reached"
-    from pytorch_lightning.callbacks import Timer
-
-    if any(isinstance(cb, Timer) and (cb.time_remaining() or 1) <= 0 for cb in trainer.callbacks):
-        return "time_limit", f"max_time reached at epoch {trainer.current_epoch}, step {trainer.global_step}"
-    return "failed", (f"training stopped at epoch {trainer.current_epoch}, step {trainer.global_step} before its "
-                      f"configured end (max_epochs={max_epochs}, max_steps={max_steps})")
-
-
 def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[dict] = None,
                 hyper_parameters: Optional[Sequence[dict]] = None, impl: str = "auto",
                 logging_state_key: str = "LoggingCallback", callbacks: Sequence[Any] = ()) -> list[MemberResult]:
@@ -214,6 +198,7 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
     from core_code.util.trainer_config import init_config_trainer
     from core_code.vectorized import VectorizedDataModule, VectorizedMultitask
     from experiments.logging.callback import baseline_losses
+    from experiments.run_control import stop_status
 
     members = [_build_member(manager, cfg) for cfg in configs]
     datas = [m[0] for m in members]
@@ -247,7 +232,7 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
     results = []
     for k in range(len(configs)):
         div = module.diverged(k)
-        status, note = _status(trainer, div)
+        status, note = stop_status(trainer, div)
         history = module.member_history(k)
         final = dict(history[-1]) if history else {}
         if div is None:
