@@ -78,10 +78,14 @@ def save_figure(fig: Figure, stem: Path, dpi: int = 150) -> int:
     """Write ``stem.png`` and ``stem.pdf``; returns how many existing files were replaced."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     replaced = 0
+    engine = fig.get_layout_engine()
     for ext in FORMATS:
         path = stem.with_suffix(f".{ext}")
         replaced += path.exists()
         fig.savefig(path, dpi=dpi)
+        # The layout is solved by the first save; later formats reuse it instead of solving it again.
+        fig.set_layout_engine("none")
+    fig.set_layout_engine(engine)
     return replaced
 
 

@@ -35,6 +35,6 @@ configs_training = {
     "regularization_alpha": 0,
 }
 
-configs_custom = {"seed": 1, "logging_epoch_interval": 2, "checkpoint_every_n_epochs": 1}
+configs_custom = {"seed": 1, "logging_epoch_interval": 3, "checkpoint_every_n_epochs": 1}
 
 configs_trainer = {"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False}
