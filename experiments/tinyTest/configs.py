@@ -2,7 +2,7 @@
 # that each train in a few seconds on a CPU. Used by the test suite and the cluster
 # end-to-end test, and a quick smoke test of an installation:
 #   .venv/bin/python main.py --experiment tinyTest --wandb disabled
-# Expect: 3 points done in under a minute, plots in runs/<TAG>/config<i>/plots/.
+# Expect: 3 points done in under a minute, plots (last epoch) in runs/<TAG>/config<i>/plots/.
 
 config_function = {"d_in": 1, "d_out": 7, "f_true": "compositeSine"}
 
