@@ -7,34 +7,28 @@ one entry below (or call ``register_experiment`` from your own code).
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 from typing import Any, Callable, Optional, Sequence
 
 
-def _compositeSine() -> tuple[type, ModuleType]:
-    from experiments.compositeSine import configs, manager
+def _loader(name: str) -> Callable[[], tuple[type, ModuleType]]:
+    """The loader of ``experiments/<name>/``: imports its manager.py and configs.py when called."""
 
-    return manager.Manager, configs
+    def load() -> tuple[type, ModuleType]:
+        configs = importlib.import_module(f"experiments.{name}.configs")
+        manager = importlib.import_module(f"experiments.{name}.manager")
+        return manager.Manager, configs
 
-
-def _tinyTest() -> tuple[type, ModuleType]:
-    from experiments.tinyTest import configs, manager
-
-    return manager.Manager, configs
-
-
-def _transfer() -> tuple[type, ModuleType]:
-    from experiments.transfer import configs, manager
-
-    return manager.Manager, configs
+    return load
 
 
 # name -> loader returning (Manager class, configs module); imported only when used.
 EXPERIMENTS: dict[str, Callable[[], tuple[type, ModuleType]]] = {
-    "compositeSine": _compositeSine,
-    "tinyTest": _tinyTest,
-    "transfer": _transfer,
-    "mtlCompare": lambda: __import__("experiments.mtlCompare", fromlist=["load"]).load(),
+    "compositeSine": _loader("compositeSine"),
+    "tinyTest": _loader("tinyTest"),
+    "transfer": _loader("transfer"),
+    "mtlCompare": _loader("mtlCompare"),
 }
 
 

@@ -186,12 +186,7 @@ def test_recipe_your_first_experiment(tmp_path, monkeypatch):
     (tmp_path / "experiments" / "myFirst" / "__init__.py").write_text("")
     monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(tmp_path / "experiments")])
 
-    def loader():
-        from experiments.myFirst import configs, manager
-
-        return manager.Manager, configs
-
-    monkeypatch.setitem(EXPERIMENTS, "myFirst", loader)
+    monkeypatch.setitem(EXPERIMENTS, "myFirst", experiments._loader("myFirst"))  # as the README says
     try:
         runs = tmp_path / "runs"
         assert main_mod.main(["--experiment", "myFirst", "--runs_dir", str(runs), "--wandb", "disabled",
