@@ -16,10 +16,11 @@ parametrization via ``create_model``, SGD, batch 64 = 21 + 43 rows, 13 steps an 
    (a) the framework: ``LightningMultitask`` + ``DataModule`` + the experiment's
        ``LoggingCallback`` (CSV to a temporary folder, plots off), W&B disabled,
        progress bar, checkpointing and model summary off, Trainer defaults otherwise
-       (``max_time`` included), in two modes: ``framework`` (the default: Lightning
-       drives every optimizer step) and ``framework-chunked``
-       (``DataModule(steps_per_chunk='epoch')``: one Lightning step runs the epoch's
-       13 optimizer steps);
+       (``max_time`` included), in two modes: ``framework`` (the default,
+       ``steps_per_chunk: 'auto'``, which here runs the epoch's 13 optimizer steps in one
+       Lightning step; the value it resolved to is printed) and ``framework-1-step``
+       (``steps_per_chunk=1``: Lightning drives every optimizer step, as 'auto' does when
+       a callback observes single steps);
    (b) ``PlainLoop``: the loop a researcher writes in an afternoon, written for speed:
        preloaded tensors, the same per-task batch composition by index slicing (one
        gather per epoch), per-task dimred MSE by slicing, SGD, one no-grad validation
@@ -67,9 +68,11 @@ import torch.nn.functional as F  # noqa: E402
 
 DEFAULT_SIZES = ((64, 3), (512, 4), (2048, 6))
 # Framework variants: name -> DataModule(steps_per_chunk=...). 'framework' is the default
-# (Lightning drives every optimizer step); 'framework-chunked' runs an epoch's steps in one
-# Lightning step.
-MODES = {"framework": 1, "framework-chunked": "epoch"}
+# ('auto': nothing here observes single steps, so up to 32 optimizer steps run in one
+# Lightning step: compositeSine's whole 13-step epoch); 'framework-1-step' makes Lightning
+# drive every optimizer step (what 'auto' falls back to when a callback needs single steps).
+MODES = {"framework": "auto", "framework-1-step": 1}
+CHUNK_STEPS: dict = {}  # steps_per_chunk -> what the last framework run resolved it to
 SEED = 77
 
 
@@ -287,7 +290,7 @@ def _epoch_timer():
 
 
 def run_framework(problem: Problem, epochs: int, model: Optional[torch.nn.Module] = None,
-                  out_dir: Optional[str] = None, steps_per_chunk=1, **trainer_overrides):
+                  out_dir: Optional[str] = None, steps_per_chunk="auto", **trainer_overrides):
     """([(wall, cpu) seconds] per epoch, [(train losses, val losses)] per epoch, model) of the framework."""
     import pytorch_lightning as pl
 
@@ -308,6 +311,7 @@ def run_framework(problem: Problem, epochs: int, model: Optional[torch.nn.Module
     finally:
         if tmp is not None:
             tmp.cleanup()
+    CHUNK_STEPS[steps_per_chunk] = dm.chunk_steps
     tasks = sorted(problem.data.all_tasks)
     losses = [({t: row[f"train/loss_task_{t}"] for t in tasks}, {t: row[f"validation/loss_task_{t}"] for t in tasks})
               for row in log_cb.history]
@@ -530,8 +534,9 @@ def main(argv=None) -> int:
     for width, depth in sizes:
         problem = build_problem(width, depth)
         check_equivalence(problem, modes=modes)
-        print(f"{width}x{depth}: plain loop and {', '.join(modes)} give the same losses and weights (2 epochs)",
-              flush=True)
+        chunks = ", ".join(f"{m}: steps_per_chunk {MODES[m]!r} -> {CHUNK_STEPS.get(MODES[m])}" for m in modes)
+        print(f"{width}x{depth}: plain loop and {', '.join(modes)} give the same losses and weights (2 epochs); "
+              f"{chunks}", flush=True)
         row = time_size(problem, args.repeats, args.epochs, args.budget, modes)
         rows.append(row)
         med = row["median"]

@@ -133,7 +133,13 @@ class _StepMachinery:
 
 
 class LightningMultitask(pl.LightningModule):
-    """Multi-task training of ``models`` (see module docstring)."""
+    """Multi-task training of ``models`` (see module docstring).
+
+    ``takes_chunks``: ``training_step`` runs a ``ChunkBatch`` (several optimizer steps);
+    a subclass that overrides ``training_step`` gets one batch per step unless it says so too.
+    """
+
+    takes_chunks = True
 
     def __init__(self, models: Models, **config_training: Any):
         super().__init__()

@@ -56,6 +56,7 @@ from core_code.util.config_extractions import (
 )
 from core_code.util.criteria import make_criterion
 from core_code.util.default_config import init_config_training
+from core_code.util.lightning import resolve_steps_per_chunk
 from core_code.util.lightning_compat import can_count_steps, count_step, raw_optimizer
 from core_code.util.optimizers import UPDATE_RULES, make_optimizer, param_groups
 
@@ -65,6 +66,10 @@ Blocks = dict[int, tuple[int, int]]
 VECTORIZABLE_RULES = ("SGD", "Adam", "AdamW")
 #: CPU width from which ``StackedModel(impl='auto')`` runs one addmm per member instead of baddbmm.
 LOOP_MIN_WIDTH = 256
+#: CPU evaluation (no grad) of more rows than this goes member by member through all layers:
+#: one member's activations stay in cache (measured 1.5x faster than layer by layer for all
+#: K members at 16 x 2048 rows x width 64 and 512).
+MEMBERWISE_MIN_ROWS = 256
 #: training config keys that may differ between the members of one ensemble.
 MEMBER_KEYS = ("learning_rate", "regularization_alpha")
 #: per-epoch metric names, as ``experiments.logging.metrics.metric_name`` spells them.
@@ -212,6 +217,23 @@ class StackedModel(nn.Module):
                 hs = [act(h) for h in hs]
         return torch.stack(hs)
 
+    def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
+        """Member by member through every layer (``x`` (K, B, d_in); no-grad CPU evaluation)."""
+        outs = []
+        for k in range(self.K):
+            h = x[k]
+            for i in range(self.depth):
+                w = self.params[f"layers__{i}__weight"][k]  # (in, out)
+                m, bm = self._member_mults[i][k]
+                if self.has_bias[i]:
+                    h = torch.addmm(self.params[f"layers__{i}__bias"][k], h, w, beta=bm, alpha=m)
+                else:
+                    h = torch.mm(h, w) * m
+                if i < self.depth - 1:
+                    h = self.activations[i](h)
+            outs.append(h)
+        return torch.stack(outs)
+
     # ------------------------------------------------------------------ vmap
     def _forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call, vmap
@@ -227,6 +249,9 @@ class StackedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.impl == "vmap":
             return self._forward_vmap(x)
+        if (self.requested == "auto" and x.device.type == "cpu" and x.shape[1] > MEMBERWISE_MIN_ROWS
+                and not torch.is_grad_enabled()):
+            return self._forward_members(x)
         if self.impl == "loop" or (self.requested == "auto" and x.device.type == "cpu"
                                    and self.width >= LOOP_MIN_WIDTH):
             return self._forward_loop(x)
@@ -566,8 +591,9 @@ class VectorizedDataModule(pl.LightningDataModule):
         self.data = self.datas[0]  # for callbacks that read tasks/boxes
         self.seeds = [int(s) for s in seeds]
         self.config_training = init_config_training(**config_training)
-        self.steps_per_chunk = (self.config_training.get("steps_per_chunk", 1) if steps_per_chunk is None
+        self.steps_per_chunk = (self.config_training.get("steps_per_chunk", "auto") if steps_per_chunk is None
                                 else steps_per_chunk)
+        self.chunk_steps: Union[int, str] = 1  # what the last train_dataloader() used
         self.tensors: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in datas]
         self._train_loader: Optional[EnsembleLoader] = None
 
@@ -587,8 +613,10 @@ class VectorizedDataModule(pl.LightningDataModule):
         return [t[split] for t in self.tensors]
 
     def train_dataloader(self) -> EnsembleLoader:
-        self._train_loader = EnsembleLoader(self.split("train"), self.config_training, self.seeds,
-                                            self.steps_per_chunk)
+        self._train_loader = EnsembleLoader(self.split("train"), self.config_training, self.seeds, 1)
+        self.chunk_steps = resolve_steps_per_chunk(self.steps_per_chunk, getattr(self, "trainer", None),
+                                                   len(self._train_loader), self.config_training)
+        self._train_loader.steps = self.chunk_steps
         return self._train_loader
 
     def val_dataloader(self) -> _EnsembleEvalLoader:
@@ -632,6 +660,8 @@ def _batched_criterion(criterion: Any):
 
 class VectorizedMultitask(pl.LightningModule):
     """K members trained together (see module docstring).
+
+    ``takes_chunks``: an ``EnsembleBatch`` may hold several optimizer steps (``steps_per_chunk``).
 
     ``models``: one ``nn.Module`` per member (same parameter shapes); ``configs_training``:
     one training config per member (``check_members``). ``impl``: 'auto' (abcMLP: batched

@@ -82,7 +82,7 @@ MEANINGS: dict[str, dict[str, str]] = {
                       "pcgrad, mgda, cagrad, imtl_g, custom; options as (name, {option: value})",
         "mtl_method_callback": "with 'custom': the method (see core_code/mtl)",
         "diagnostics_every_n_steps": "None (off) or N: task-gradient norms and cosines every N steps",
-        "steps_per_chunk": "optimizer steps per Lightning step: 1, K or 'epoch' (README, Performance)",
+        "steps_per_chunk": "optimizer steps per Lightning step: 'auto' (up to 32 when nothing observes single steps), 1, K or 'epoch' (README, Performance)",
     },
     "custom": {
         "seed": "seed_everything seed of the run (model init, batching, data with data seed None)",

@@ -151,7 +151,12 @@ def _pl_callback_base() -> type:
 
 
 class RunStateCallbackMixin:
-    """Heartbeat per epoch, a checkpoint when a run stops early, per-run ``max_time``."""
+    """Heartbeat per epoch, a checkpoint when a run stops early, per-run ``max_time``.
+
+    ``takes_chunks``: its per-batch check (a pending signal) is as good once per chunk.
+    """
+
+    takes_chunks = True
 
     def __init__(self, manager: BasicManager, run_dir: RunDir, index: int, signals: SignalRecorder,
                  lines: bool = False):

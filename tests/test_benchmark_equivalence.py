@@ -18,6 +18,8 @@ def test_framework_and_plain_loop_give_the_same_losses(problem, mode):
     _, plain, plain_model = bench.run_plain(problem, 3)
     _, framework, framework_model = bench.run_framework(problem, 3, steps_per_chunk=bench.MODES[mode])
     assert len(plain) == len(framework) == 3
+    # the default ('auto') chunks this problem's 4-batch epoch; the 1-step mode does not
+    assert bench.CHUNK_STEPS[bench.MODES[mode]] == (4 if mode == "framework" else 1)
     for (p_train, p_val), (f_train, f_val) in zip(plain, framework):
         assert set(p_train) == set(f_train) == set(p_val) == set(f_val) == {0, 1}
         for t in (0, 1):

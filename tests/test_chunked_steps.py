@@ -129,3 +129,106 @@ def test_batches_know_their_blocks_and_stay_put_on_their_device():
     assert batch.to(torch.device("cpu")) is batch
     plain = TaskBatch({"task_activity": torch.tensor([1, 1, 2])})
     assert plain.blocks == {1: (0, 2), 2: (2, 3)}
+
+
+# ------------------------------------------------------------------ 'auto' (the default)
+class ChunkAwareRecorder(Recorder):
+    takes_chunks = True
+
+
+class OwnStep(LightningMultitask):
+    """A subclass with its own training_step: it must get one batch per step."""
+
+    def training_step(self, batch, batch_idx):
+        assert isinstance(batch, TaskBatch), type(batch)
+        return super().training_step(batch, batch_idx)
+
+
+class OneBatch:
+    """A custom batching strategy's loader: the whole split as one batch per epoch."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        yield dict(self.data)
+
+
+def fit_auto(n=None, callbacks=(), module=LightningMultitask, strategy="data_deterministic", batch_size=12,
+             **trainer_kw):
+    pl.seed_everything(0, verbose=False)
+    model = tiny_model()
+    extra = {"batching_callback": lambda data, config, seed: OneBatch(data)} if strategy == "custom" else {}
+    lm = module(model, update_rule="SGD", learning_rate=0.001)
+    dm = DataModule(FakeData(n or {0: 16, 1: 40}), batch_size=batch_size, batching_strategy=strategy, **extra)
+    assert dm.steps_per_chunk == "auto"  # the training config's default
+    trainer = lm.fit(dm, callbacks=list(callbacks), **{"max_epochs": 2, **QUIET_TRAINER, **trainer_kw})
+    return model, trainer, dm
+
+
+def test_auto_chunks_the_epoch_and_trains_exactly_like_single_steps():
+    ref, ref_trainer = train(1)
+    rec = ChunkAwareRecorder()
+    pl.seed_everything(0, verbose=False)
+    model = tiny_model()
+    lm = LightningMultitask(model, update_rule="SGD", learning_rate=0.001, regularization_alpha=0.01)
+    dm = DataModule(FakeData({0: 16, 1: 40}), batch_size=12)
+    trainer = lm.fit(dm, callbacks=[rec], **{"max_epochs": 2, **QUIET_TRAINER})
+    assert dm.chunk_steps == 6  # the epoch's 6 batches (< AUTO_CHUNK_STEPS)
+    assert [o["steps"] for o in rec.outputs] == [6, 6]
+    assert trainer.global_step == ref_trainer.global_step == 12
+    assert_same_weights(ref, model)
+
+
+def test_auto_caps_a_chunk_at_auto_chunk_steps():
+    from core_code.util.lightning import AUTO_CHUNK_STEPS
+
+    rec = ChunkAwareRecorder()
+    _, trainer, dm = fit_auto({0: 40, 1: 100}, callbacks=[rec], batch_size=2, max_epochs=1)
+    assert AUTO_CHUNK_STEPS == 32 and dm.chunk_steps == 32
+    # batches of 1 + 1 rows: max(40, 100) = 100 batches an epoch
+    assert [o["steps"] for o in rec.outputs] == [32, 32, 32, 4]
+    assert trainer.global_step == 100
+
+
+@pytest.mark.parametrize("why,kw", [
+    ("Recorder.on_train_batch_end", dict(callbacks=[Recorder()])),
+    ("StepHook.on_before_optimizer_step", dict(callbacks=[StepHook()])),
+    ("OwnStep.training_step", dict(module=OwnStep)),
+    ("val_check_interval=2", dict(val_check_interval=2)),
+    ("val_check_interval=0.5", dict(val_check_interval=0.5)),
+    ("limit_train_batches=3", dict(limit_train_batches=3)),
+    ("ModelCheckpoint.on_train_batch_end", dict(checkpoint_steps=True)),
+])
+def test_auto_keeps_single_steps_when_something_observes_them(tmp_path, why, kw):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from core_code.util.lightning import per_step_observers
+
+    if kw.pop("checkpoint_steps", False):
+        kw = dict(callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2)], enable_checkpointing=True)
+    model, trainer, dm = fit_auto(**kw)
+    assert dm.chunk_steps == 1
+    assert any(w.startswith(why) for w in per_step_observers(trainer)), per_step_observers(trainer)
+
+
+@pytest.mark.parametrize("kw", [dict(enable_progress_bar=True), dict(max_time={"minutes": 5}),
+                                dict(checkpoint_epochs=True)])
+def test_auto_chunks_with_progress_bar_timer_and_epoch_checkpoints(tmp_path, kw):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    if kw.pop("checkpoint_epochs", False):
+        kw = dict(callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1)], enable_checkpointing=True)
+    _, trainer, dm = fit_auto(**kw)
+    assert dm.chunk_steps == 6 and trainer.global_step == 12
+
+
+def test_auto_is_single_steps_without_a_trainer_and_for_custom_batching():
+    dm = DataModule(FakeData({0: 16, 1: 40}), batch_size=12)
+    dm.setup()
+    assert isinstance(next(iter(dm.train_dataloader())), TaskBatch) and dm.chunk_steps == 1
+    _, trainer, dm = fit_auto(strategy="custom")
+    assert dm.chunk_steps == 1 and trainer.global_step == 2

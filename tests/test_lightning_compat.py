@@ -64,6 +64,13 @@ def test_every_private_attribute_still_exists(tmp_path):
     has = dict(probe.seen["has"])
     logger = WandbLogger(project="p", save_dir=str(tmp_path), mode="disabled")  # starts no run
     has["WandbLogger._wandb_init"] = isinstance(getattr(logger, "_wandb_init", None), dict)
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    steps, epochs = ModelCheckpoint(every_n_train_steps=3), ModelCheckpoint(every_n_epochs=1)
+    has["ModelCheckpoint._every_n_train_steps"] = (getattr(steps, "_every_n_train_steps", None) == 3
+                                                   and getattr(epochs, "_every_n_train_steps", None) == 0)
+    has["ModelCheckpoint._train_time_interval"] = getattr(epochs, "_train_time_interval", "absent") is None
+    assert compat.checkpoint_every_n_train_steps(steps) and not compat.checkpoint_every_n_train_steps(epochs)
     missing = [name for name, ok in has.items() if not ok]
     assert not missing, f"Lightning no longer has {missing}: update core_code/util/lightning_compat.py"
     assert {f"{owner}.{attr}" for owner, attr in compat.PRIVATE_ATTRIBUTES} == set(has)

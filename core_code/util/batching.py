@@ -339,7 +339,7 @@ class ChunkLoader:
         if steps == "epoch":
             steps = None
         elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps_per_chunk must be an int >= 1 or 'epoch' (a whole epoch per chunk), "
+            raise ConfigError(f"steps_per_chunk must be 'auto', an int >= 1 or 'epoch' (a whole epoch per chunk), "
                               f"got {steps!r}")
         self.loader = loader
         self.steps = steps

@@ -67,8 +67,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "mtl_method_callback": None,
     # Task-gradient diagnostics every N optimizer steps (None: off, no cost); see core_code/mtl/diagnostics.py.
     "diagnostics_every_n_steps": None,
-    # Optimizer steps per Lightning step: 1, K, or 'epoch' (see README "Performance").
-    "steps_per_chunk": 1,
+    # Optimizer steps per Lightning step: 'auto', 1, K, or 'epoch' (see README "Performance").
+    "steps_per_chunk": "auto",
 }
 
 # Keys the original accepted that have no meaning here, with the reason.

@@ -22,8 +22,74 @@ from core_code.util.batching import (
     task_blocks,
 )
 from core_code.util.default_config import init_config_training
+from core_code.util.lightning_compat import checkpoint_every_n_train_steps
 
 SPLITS = ("train", "val", "test")
+#: ``steps_per_chunk: 'auto'``: at most this many optimizer steps per Lightning step (a
+#: signal, ``max_time`` and a ``KeyboardInterrupt`` are acted on between chunks).
+AUTO_CHUNK_STEPS = 32
+#: Lightning hooks called once per training batch: an observer of these sees chunks.
+PER_STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                  "on_before_optimizer_step", "on_before_zero_grad")
+
+
+def _overrides(obj: Any, base: type, hook: str) -> bool:
+    return getattr(type(obj), hook, None) is not getattr(base, hook, None)
+
+
+def _takes_chunks(obj: Any) -> bool:
+    """True when the class that defines ``obj``'s ``training_step`` declares ``takes_chunks = True``."""
+    for cls in type(obj).__mro__:
+        if "training_step" in cls.__dict__:
+            return bool(cls.__dict__.get("takes_chunks", False))
+    return False
+
+
+def per_step_observers(trainer: Any, module: Any = None) -> list[str]:
+    """What in this fit needs one Lightning step per optimizer step (empty: chunks are safe).
+
+    ``module`` (default ``trainer.lightning_module``) must run chunks (its
+    ``training_step``'s class says ``takes_chunks = True``) and override no per-step hook.
+    A callback overriding a per-step hook counts unless it says ``takes_chunks = True``
+    or is one of Lightning's progress bar (it then counts chunks), ``Timer`` (checks
+    ``max_time`` per chunk) or a ``ModelCheckpoint`` without ``every_n_train_steps`` or
+    ``train_time_interval``. Mid-epoch validation (``val_check_interval`` other than
+    1.0) and ``limit_train_batches`` other than 1.0 count batches, so they count too.
+    """
+    from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, Timer
+
+    module = trainer.lightning_module if module is None else module
+    found = []
+    if not _takes_chunks(module):
+        found.append(f"{type(module).__name__}.training_step (takes one batch)")
+    found += [f"{type(module).__name__}.{h}" for h in PER_STEP_HOOKS if _overrides(module, pl.LightningModule, h)]
+    for cb in trainer.callbacks:
+        if getattr(cb, "takes_chunks", False) or isinstance(cb, (ProgressBar, Timer)):
+            continue
+        if isinstance(cb, ModelCheckpoint) and not checkpoint_every_n_train_steps(cb):
+            continue
+        found += [f"{type(cb).__name__}.{h}" for h in PER_STEP_HOOKS if _overrides(cb, pl.Callback, h)]
+    vci = trainer.val_check_interval
+    if isinstance(vci, int) and not isinstance(vci, bool) or (isinstance(vci, float) and vci != 1.0):
+        found.append(f"val_check_interval={vci!r}")
+    ltb = trainer.limit_train_batches
+    if ltb is not None and not (isinstance(ltb, float) and ltb == 1.0):
+        found.append(f"limit_train_batches={ltb!r}")
+    return found
+
+
+def resolve_steps_per_chunk(value: Union[int, str], trainer: Any, n_batches: int, config_training: Mapping,
+                            module: Any = None) -> Union[int, str]:
+    """``steps_per_chunk`` for this fit: ``'auto'`` becomes min(n_batches, AUTO_CHUNK_STEPS), or 1
+    when something observes single steps (``per_step_observers``), without a Trainer, or with
+    the 'custom' batching strategy (its batches are handed over as they are)."""
+    if value != "auto":
+        return value
+    if trainer is None or config_training.get("batching_strategy") == "custom":
+        return 1
+    if per_step_observers(trainer, module):
+        return 1
+    return max(1, min(int(n_batches), AUTO_CHUNK_STEPS))
 
 
 class DataModule(pl.LightningDataModule):
@@ -32,17 +98,19 @@ class DataModule(pl.LightningDataModule):
     ``eval_chunk_size`` bounds the rows of one validation/test batch (default: the whole
     split in one batch, the fastest for the small models this framework targets).
 
-    ``steps_per_chunk`` (default: the training config's ``steps_per_chunk`` if it has
-    one, else 1): optimizer steps per Lightning training step. With
-    K > 1 the training loader yields ``ChunkBatch``es of K consecutive batches and
-    ``LightningMultitask`` runs the K optimizer steps inside one ``training_step``
-    (``'epoch'``: a whole epoch per chunk). The optimizer steps, the losses and
-    ``global_step``/``max_steps`` (optimizer steps) are exactly those of K = 1; what
-    counts chunks instead of batches: ``batch_idx``, the progress bar,
-    ``on_train_batch_start/end`` (one call per chunk, its outputs summarize the
-    chunk), an int ``val_check_interval``, ``log_every_n_steps``, and checks made per
-    batch (``max_time``, ``every_n_train_steps``). It removes Lightning's per-step loop
-    overhead (~0.1-0.3 ms a step), which dominates for small models.
+    ``steps_per_chunk`` (default: the training config's ``steps_per_chunk``, default
+    ``'auto'``): optimizer steps per Lightning training step. With K > 1 the training
+    loader yields ``ChunkBatch``es of K consecutive batches and ``LightningMultitask`` runs
+    the K optimizer steps inside one ``training_step`` (``'epoch'``: a whole epoch per
+    chunk). The optimizer steps, the losses and ``global_step``/``max_steps`` (optimizer
+    steps) are exactly those of K = 1; what counts chunks instead of batches: ``batch_idx``,
+    the progress bar, ``on_train_batch_start/end`` (one call per chunk, its outputs
+    summarize the chunk), and checks made per batch (``max_time``, a signal). It removes
+    Lightning's per-step loop overhead (~0.1-0.3 ms a step), which dominates for small
+    models. ``'auto'`` (resolved when the Trainer asks for the loader, see
+    ``resolve_steps_per_chunk``; ``chunk_steps`` says what it became) chunks up to
+    ``AUTO_CHUNK_STEPS`` steps unless something observes single steps
+    (``per_step_observers``): then 1.
     """
 
     def __init__(self, data: Any, eval_chunk_size: Optional[int] = None,
@@ -52,9 +120,11 @@ class DataModule(pl.LightningDataModule):
         self.config_training = init_config_training(**config_training)
         self.eval_chunk_size = eval_chunk_size
         if steps_per_chunk is None:
-            steps_per_chunk = self.config_training.get("steps_per_chunk", 1)
-        ChunkLoader(None, steps_per_chunk)  # validates the value up front
+            steps_per_chunk = self.config_training.get("steps_per_chunk", "auto")
+        if steps_per_chunk != "auto":
+            ChunkLoader(None, steps_per_chunk)  # validates the value up front
         self.steps_per_chunk = steps_per_chunk
+        self.chunk_steps: Union[int, str] = 1  # what the last train_dataloader() used (see resolve_steps_per_chunk)
         self.seed = int(torch.initial_seed() % 2**31)
         self.tensors: dict[str, dict[str, torch.Tensor]] = {}
         self._train_loader = None
@@ -79,8 +149,11 @@ class DataModule(pl.LightningDataModule):
         rank, world = self._rank()
         cfg = dict(self.config_training)  # a copy: building loaders never changes the settings
         self._train_loader = make_train_loader(self.tensors["train"], cfg, self.seed, rank, world)
-        if self.steps_per_chunk != 1:
-            self._train_loader = ChunkLoader(self._train_loader, self.steps_per_chunk)
+        trainer = getattr(self, "trainer", None)
+        n = len(self._train_loader) if hasattr(self._train_loader, "__len__") else 1
+        self.chunk_steps = resolve_steps_per_chunk(self.steps_per_chunk, trainer, n, cfg)
+        if self.chunk_steps != 1:
+            self._train_loader = ChunkLoader(self._train_loader, self.chunk_steps)
         return self._train_loader
 
     def _eval_loader(self, split: str) -> EvalLoader:

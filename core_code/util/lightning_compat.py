@@ -1,6 +1,6 @@
 """Every use of a private Lightning attribute, gathered in one place.
 
-The framework needs four things Lightning 2.x does not expose publicly:
+The framework needs five things Lightning 2.x does not expose publicly:
 
 - ``LightningOptimizer._optimizer``: the wrapped ``torch.optim.Optimizer``, stepped
   directly on the fast path (see ``core_code.lightning_multitask._StepMachinery``);
@@ -12,7 +12,10 @@ The framework needs four things Lightning 2.x does not expose publicly:
 - ``fit_loop.epoch_loop._batches_that_stepped``: the step axis Lightning's own logging
   uses, so metrics logged directly to the loggers line up with ``self.log``'s;
 - ``WandbLogger._wandb_init``: the keyword arguments the logger passes to ``wandb.init``,
-  from which an unset ``anonymous`` is dropped (W&B warns about it on every run).
+  from which an unset ``anonymous`` is dropped (W&B warns about it on every run);
+- ``ModelCheckpoint._every_n_train_steps`` / ``_train_time_interval``: whether a checkpoint
+  callback acts per training step (then ``steps_per_chunk: 'auto'`` keeps one step per
+  Lightning step).
 
 ``tests/test_lightning_compat.py`` runs a real Trainer and fails loudly, naming the
 attribute, if a Lightning upgrade removes or changes any of them. Every function here
@@ -31,7 +34,17 @@ PRIVATE_ATTRIBUTES = (
     ("Strategy", "_lightning_optimizers"),
     ("fit_loop.epoch_loop", "_batches_that_stepped"),
     ("WandbLogger", "_wandb_init"),
+    ("ModelCheckpoint", "_every_n_train_steps"),
+    ("ModelCheckpoint", "_train_time_interval"),
 )
+
+
+def checkpoint_every_n_train_steps(callback: Any) -> bool:
+    """True when a ``ModelCheckpoint`` saves every N training steps or every time interval
+    (also when it no longer says: then it may, and chunked steps would change it)."""
+    if not all(hasattr(callback, a) for a in ("_every_n_train_steps", "_train_time_interval")):
+        return True
+    return bool(callback._every_n_train_steps) or callback._train_time_interval is not None
 
 
 def raw_optimizer(wrapped: Any) -> Any:

@@ -191,7 +191,12 @@ class LoggingCallback(pl.Callback):
         diverged: None, or ``{'task', 'epoch', 'split'}`` of the first non-finite loss.
         test_metrics: ``test/loss_task_<t>`` of the last ``trainer.test``.
         baselines: ``baseline/validation_loss[_in_domain]_task_<t>`` of this fit.
+
+    ``takes_chunks``: a chunk's outputs (several optimizer steps) are accumulated row-weighted,
+    so ``steps_per_chunk: 'auto'`` may chunk steps with this callback present.
     """
+
+    takes_chunks = True
 
     def __init__(self, out_dir: Optional[PathLike], logging_epoch_interval: int = 50, plot: bool = True,
                  title_suffix: Optional[str] = None):
