@@ -661,13 +661,14 @@ def _batched_criterion(criterion: Any):
 class VectorizedMultitask(pl.LightningModule):
     """K members trained together (see module docstring).
 
-    ``takes_chunks``: an ``EnsembleBatch`` may hold several optimizer steps (``steps_per_chunk``).
-
     ``models``: one ``nn.Module`` per member (same parameter shapes); ``configs_training``:
     one training config per member (``check_members``). ``impl``: 'auto' (abcMLP: batched
     matmuls, on the CPU from width ``LOOP_MIN_WIDTH`` one addmm per member; others: vmap),
-    'bmm', 'loop' or 'vmap'.
+    'bmm', 'loop' or 'vmap'. ``takes_chunks``: an ``EnsembleBatch`` may hold several
+    optimizer steps (``steps_per_chunk``).
     """
+
+    takes_chunks = True
 
     def __init__(self, models: Sequence[nn.Module], configs_training: Sequence[Mapping], impl: str = "auto"):
         super().__init__()

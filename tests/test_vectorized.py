@@ -27,7 +27,7 @@ from core_code.lightning_multitask import LightningMultitask
 from core_code.util.config_extractions import ConfigError
 from core_code.util.default_config import init_config_data, init_config_training
 from core_code.util.lightning import DataModule
-from core_code.vectorized import StackedModel, VectorizedDataModule, VectorizedMultitask
+from core_code.vectorized import MEMBERWISE_MIN_ROWS, StackedModel, VectorizedDataModule, VectorizedMultitask
 from experiments.logging import LoggingCallback
 from experiments.vectorize import describe_groups, group_points, train_group
 from tests.helpers import QUIET_TRAINER
@@ -112,11 +112,13 @@ def assert_member_equals_single(result, cfg: dict, epochs: int = EPOCHS) -> floa
 
 
 # ------------------------------------------------------------------ equivalence
-@pytest.mark.parametrize("impl", ["auto", "loop"])
-def test_sgd_members_equal_single_runs(impl):
-    cfgs = [point(seed=1, learning_rate=0.05),
-            point(seed=2, learning_rate=0.01, arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5}),
-            point(seed=3, learning_rate=0.02, data_seed=5, regularization_alpha=0.01, arch={"parametrization": "SP"})]
+@pytest.mark.parametrize("impl,chunk", [("auto", "auto"), ("loop", 1)])
+def test_sgd_members_equal_single_runs(impl, chunk):
+    cfgs = [point(seed=1, learning_rate=0.05, steps_per_chunk=chunk),
+            point(seed=2, learning_rate=0.01, arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5},
+                  steps_per_chunk=chunk),
+            point(seed=3, learning_rate=0.02, data_seed=5, regularization_alpha=0.01, arch={"parametrization": "SP"},
+                  steps_per_chunk=chunk)]
     results = vectorized(cfgs, impl=impl)
     for r, cfg in zip(results, cfgs):
         assert_member_equals_single(r, cfg)
@@ -223,6 +225,17 @@ def test_forward_impls_match_the_members():
     assert torch.allclose(bmm(x), singles, rtol=1e-6, atol=1e-7)
     assert torch.allclose(vm(x), singles, rtol=1e-6, atol=1e-7)
     assert torch.allclose(StackedModel(models, impl="loop")(x), singles, rtol=1e-6, atol=1e-7)
+    # CPU evaluation of many rows goes member by member through all layers (same values)
+    big = torch.randn(3, MEMBERWISE_MIN_ROWS + 1, 1)
+    calls = []
+    auto = StackedModel(models)
+    auto._forward_members = lambda x, f=auto._forward_members: calls.append(x.shape) or f(x)
+    with torch.no_grad():
+        singles = torch.stack([m(big[k]) for k, m in enumerate(models)])
+        assert torch.allclose(auto(big), singles, rtol=1e-6, atol=1e-7) and len(calls) == 1
+        auto(big[:, :MEMBERWISE_MIN_ROWS])  # few rows: batched
+    auto(big)  # with grad (training): batched
+    assert len(calls) == 1
     seqs = [torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)) for _ in range(2)]
     st = StackedModel(seqs)
     assert st.impl == "vmap"
@@ -233,6 +246,37 @@ def test_forward_impls_match_the_members():
     other.layers[0].a = 9.0
     with pytest.raises(ConfigError, match="differ from member 0"):
         StackedModel([models[0], other], impl="vmap")
+
+
+class _StepObserver(pl.Callback):
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append(len(batch.steps))
+
+
+@pytest.mark.parametrize("observer", [False, True])
+def test_ensemble_auto_chunks_unless_a_callback_observes_single_steps(observer):
+    cfgs = [point(seed=1), point(seed=2)]
+    b = Builder()
+    datas = [b.make_data(c["data"]) for c in cfgs]
+    module = VectorizedMultitask([b.make_model(c["architecture"], d) for c, d in zip(cfgs, datas)],
+                                 [c["training"] for c in cfgs])
+    dm = VectorizedDataModule(datas, [1, 2], **cfgs[0]["training"])
+    cb = _StepObserver() if observer else ChunkAware()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(**{**QUIET_TRAINER, "max_epochs": 2, "callbacks": [cb]})
+        trainer.fit(module, datamodule=dm)
+    per_epoch = trainer.global_step // 2
+    assert dm.steps_per_chunk == "auto" and per_epoch > 1
+    assert dm.chunk_steps == (1 if observer else per_epoch)
+    assert cb.steps == ([1] * 2 * per_epoch if observer else [per_epoch, per_epoch])
+
+
+class ChunkAware(_StepObserver):
+    takes_chunks = True
 
 
 def test_members_must_agree_on_shapes_and_composition():
