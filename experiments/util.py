@@ -528,7 +528,9 @@ class BasicManager:
             heartbeat.stop()
         fields: dict[str, Any] = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
                                   "final": log_cb.final_metrics() if log_cb is not None else {},
-                                  "diverged": diverged, "stop": note}
+                                  "diverged": diverged, "stop": note,
+                                  # what steps_per_chunk ('auto' by default) became for this fit
+                                  "steps_per_chunk": data_module.chunk_steps}
         if status == "time_limit":
             fields["checkpoint"] = self._last_interrupt_checkpoint
         if status == "failed":

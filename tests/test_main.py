@@ -124,6 +124,8 @@ def test_end_to_end_one_point_and_rerun_is_skipped(tmp_path, capsys):
     point = tmp_path / "runs" / "T" / "config2"
     summary = json.loads((point / "summary.json").read_text())
     assert summary["status"] == "done" and summary["epochs"] == 2
+    # nothing in main.py's fit observes single steps: 'auto' ran each epoch's steps as one chunk
+    assert summary["steps_per_chunk"] == summary["global_step"] // 2 > 1
     assert set(summary["final"]) >= {"train/loss_task_0", "train/loss_task_1",
                                       "validation/loss_task_0", "validation/loss_task_1"}
     config = json.loads((point / "config.json").read_text())
