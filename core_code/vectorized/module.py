@@ -1,0 +1,411 @@
+"""VectorizedMultitask: the LightningModule training K members as one ensemble."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from core_code.util.config_extractions import (
+    ConfigError,
+    check_config,
+    extract_taskconfig,
+)
+from core_code.util.criteria import make_criterion
+from core_code.util.lightning_compat import can_count_steps, count_step, raw_optimizer
+from core_code.util.optimizers import make_optimizer
+from core_code.vectorized.data import Blocks, EnsembleBatch
+from core_code.vectorized.members import _aggregator, check_members, per_task_optimizers
+from core_code.vectorized.optim import EnsembleOptimizer, member_lr_tensors
+from core_code.vectorized.stacked import StackedModel
+
+#: per-epoch metric names, as ``experiments.logging.metrics.metric_name`` spells them.
+METRIC_PREFIX = {"train": "train", "val": "validation", "test": "test"}
+
+
+def metric_name(split: str, task: int) -> str:
+    """``'train/loss_task_0'``, ``'validation/loss_task_1'`` (the LoggingCallback's names)."""
+    return f"{METRIC_PREFIX[split]}/loss_task_{task}"
+
+
+def in_domain_name(split: str, task: int) -> str:
+    """``'validation/loss_in_domain_task_0'`` (``experiments.logging.metrics.in_domain_metric_name``)."""
+    return f"{METRIC_PREFIX[split]}/loss_in_domain_task_{task}"
+
+
+def _batched_criterion(criterion: Any):
+    """``(pred (K,R,d), y (K,R,d)) -> (K,)``: the criterion per member (one op for MSE kinds)."""
+    dims = getattr(criterion, "dims", None)
+    if criterion is torch.nn.functional.mse_loss:
+        return lambda p, y: (p - y).square().mean(dim=(1, 2))
+    if dims is not None and getattr(criterion, "__qualname__", "").startswith("dimred_mse_loss"):
+        idx = list(dims)
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            lo, hi = idx[0], idx[0] + len(idx)
+            return lambda p, y: (p[:, :, lo:hi] - y[:, :, lo:hi]).square().mean(dim=(1, 2))
+        index = torch.tensor(idx)
+        return lambda p, y: (p.index_select(2, index.to(p.device))
+                             - y.index_select(2, index.to(p.device))).square().mean(dim=(1, 2))
+    return lambda p, y: torch.stack([criterion(p[k], y[k]) for k in range(p.shape[0])])
+
+
+class VectorizedMultitask(pl.LightningModule):
+    """K members trained together (see module docstring).
+
+    ``models``: one ``nn.Module`` per member (same parameter shapes); ``configs_training``:
+    one training config per member (``check_members``). ``impl``: 'auto' (abcMLP: batched
+    matmuls, on the CPU from width ``LOOP_MIN_WIDTH`` one addmm per member; others: vmap),
+    'bmm', 'loop' or 'vmap'. ``takes_chunks``: an ``EnsembleBatch`` may hold several
+    optimizer steps (``steps_per_chunk``).
+    """
+
+    takes_chunks = True
+
+    def __init__(self, models: Sequence[nn.Module], configs_training: Sequence[Mapping], impl: str = "auto"):
+        super().__init__()
+        self.automatic_optimization = False
+        if any(isinstance(m, Mapping) for m in models):
+            raise ConfigError("per-task models (a task-specific architecture) cannot be vectorized")
+        if len(models) != len(configs_training):
+            raise ConfigError(f"{len(models)} member models but {len(configs_training)} training configs")
+        self.configs = check_members(configs_training)
+        self.K = len(models)
+        self.ensemble = StackedModel(models, impl)
+        cfg = self.configs[0]
+        self.config_tasks = check_config(**cfg)
+        self.per_task_optimizers = per_task_optimizers(cfg)
+        self.aggregate = _aggregator(cfg)
+        self.register_buffer("active", torch.ones(self.K, dtype=torch.bool))
+        # first step at which a member's loss was not finite (-1: never) and its task
+        self.register_buffer("bad_step", torch.full((self.K,), -1, dtype=torch.long))
+        self.register_buffer("bad_task", torch.full((self.K,), -1, dtype=torch.long))
+        self._criteria: dict[int, Any] = {}
+        self._reg: dict[int, Optional[tuple[torch.Tensor, Any]]] = {}
+        self._history: list[list[dict[str, float]]] = [[] for _ in range(self.K)]
+        self._diverged: list[Optional[dict]] = [None] * self.K
+        self._acc: dict[str, dict[int, list]] = {"train": {}, "val": {}, "test": {}}
+        self._val_epoch: tuple = (-1, {}, {})
+        self.in_domain_masks: dict[str, dict[int, list[torch.Tensor]]] = {}
+        self._masked: dict[str, dict[int, list]] = {"val": {}, "test": {}}
+        self._steps_done = 0
+        self.test_metrics: list[dict[str, float]] = [{} for _ in range(self.K)]
+        self.optimizer_tasks: Optional[list[int]] = None
+        self._opts: Optional[list[EnsembleOptimizer]] = None
+
+    # ----------------------------------------------------------------- tasks
+    def task_config(self, k: int, task: int) -> dict:
+        return extract_taskconfig(self.configs[k], task) if self.config_tasks is not None else self.configs[k]
+
+    def criterion(self, task: int):
+        """Task ``task``'s criterion (the same for every member), applied to one member's (pred, y)."""
+        if task not in self._criteria:
+            c = self.task_config(0, task)
+            self._criteria[task] = make_criterion(c["criterion"], c["criterion_callback"])
+        return self._criteria[task]
+
+    def _batched(self, task: int):
+        key = ("batched", task)
+        if key not in self.__dict__.setdefault("_batched_cache", {}):
+            self.__dict__["_batched_cache"][key] = _batched_criterion(self.criterion(task))
+        return self.__dict__["_batched_cache"][key]
+
+    def _regularization(self, task: int) -> Optional[torch.Tensor]:
+        """(K,) alpha_k * sum_p ||p_k||_ord^2 of task ``task`` (None when every alpha is 0)."""
+        if task not in self._reg:
+            alphas = [float(self.task_config(k, task)["regularization_alpha"]) for k in range(self.K)]
+            ord_ = self.task_config(0, task)["regularization_ord"]
+            self._reg[task] = (torch.tensor(alphas), ord_) if any(alphas) else None
+        reg = self._reg[task]
+        if reg is None:
+            return None
+        alphas, ord_ = reg
+        if alphas.device != self.device:
+            alphas = alphas.to(self.device)
+            self._reg[task] = (alphas, ord_)
+        total = None
+        for _, p in self.ensemble.named_stacked():
+            n = torch.linalg.vector_norm(p.reshape(self.K, -1), ord_, dim=1).pow(2)
+            total = n if total is None else total + n
+        return alphas.to(total.device, total.dtype) * total
+
+    # -------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(K, B, d_in) -> (K, B, d_out)``."""
+        return self.ensemble(x)
+
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, blocks: Blocks) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        out = self.ensemble(x)
+        return {t: self._batched(t)(out[:, a:b], y[:, a:b]) for t, (a, b) in blocks.items()}, out
+
+    # ------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        if self._opts is not None:
+            return self._opts
+        names = self.ensemble.names
+        params = [p for _, p in self.ensemble.named_stacked()]
+        temps = self.ensemble.templates
+        if not self.per_task_optimizers:
+            rule = self.configs[0]["update_rule"]
+            lrs = member_lr_tensors(temps, names, rule, [c["learning_rate"] for c in self.configs])
+            self._opts = [EnsembleOptimizer(params, rule, [lrs[n] for n in names], self.active)]
+        else:
+            self.optimizer_tasks = sorted(self.config_tasks)
+            self._opts = []
+            for t in self.optimizer_tasks:
+                rule = self.task_config(0, t)["update_rule"]
+                lrs = member_lr_tensors(temps, names, rule,
+                                        [self.task_config(k, t)["learning_rate"] for k in range(self.K)])
+                self._opts.append(EnsembleOptimizer(params, rule, [lrs[n] for n in names], self.active))
+        return self._opts
+
+    def on_fit_start(self) -> None:
+        # Lightning may have replaced the optimizer list; the module keeps the same objects.
+        for opt in self._opts or []:
+            opt.active = self.active
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "set_epoch"):
+            dm.set_epoch(self.current_epoch)
+        self._acc["train"] = {}
+
+    def _step_fns(self) -> list:
+        trainer = self._trainer
+        if trainer is None:
+            return [opt.step for opt in self.configure_optimizers()]
+        opts = self.optimizers()
+        opts = list(opts) if isinstance(opts, (list, tuple)) else [opts]
+        return [(lambda w=w: count_step(w, raw_optimizer(w).step)) if can_count_steps(w) else w.step
+                for w in opts]
+
+    def _check_steps(self, losses: dict[int, torch.Tensor]) -> None:
+        """Freeze members whose loss is not finite (device ops only; recorded at epoch end)."""
+        ok = self.active.clone()
+        for t, v in losses.items():
+            finite = torch.isfinite(v.detach())
+            newly = ok & ~finite
+            self.bad_task.copy_(torch.where(newly & (self.bad_task < 0), torch.full_like(self.bad_task, t),
+                                            self.bad_task))
+            ok = ok & finite
+        newly = self.active & ~ok
+        self.bad_step.copy_(torch.where(newly, torch.full_like(self.bad_step, self._steps_done), self.bad_step))
+        self.active.copy_(ok)
+        for opt in self._opts or []:
+            opt.reset_members(newly)
+
+    def _optimize(self, losses: dict[int, torch.Tensor], steps: list) -> torch.Tensor:
+        objectives = dict(losses)
+        for t in objectives:
+            reg = self._regularization(t)
+            if reg is not None:
+                objectives[t] = objectives[t] + reg
+        self._check_steps(objectives)
+        params = [p for _, p in self.ensemble.named_stacked()]
+        if not self.per_task_optimizers:
+            for p in params:
+                p.grad = None
+            total = self.aggregate(objectives)  # (K,): aggregation is per member (elementwise over K)
+            total.sum().backward()
+            steps[0]()
+            self._steps_done += 1
+            return total.detach()
+        grads = {}
+        for t in self.optimizer_tasks:
+            if t not in objectives:
+                grads[t] = [torch.zeros_like(p) for p in params]
+                continue
+            gs = torch.autograd.grad(objectives[t].sum(), params, retain_graph=True, allow_unused=True)
+            grads[t] = [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+        for i, t in enumerate(self.optimizer_tasks):
+            for p, g in zip(params, grads[t]):
+                p.grad = g
+            steps[i]()
+        for p in params:
+            p.grad = None
+        self._steps_done += 1
+        return self.aggregate({t: v.detach() for t, v in objectives.items()})
+
+    def training_step(self, batch: EnsembleBatch, batch_idx: int) -> dict:
+        steps = self._step_fns()
+        x, y = batch["x"], batch["y"]
+        trainer = self._trainer
+        remaining = None
+        if trainer is not None and trainer.max_steps is not None and trainer.max_steps >= 0:
+            remaining = trainer.max_steps - trainer.global_step
+        totals = []
+        acc = self._acc["train"]
+        for a, b, blocks in batch.steps:
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                remaining -= len(steps)
+            losses, _ = self._losses(x[:, a:b], y[:, a:b], blocks)
+            totals.append(self._optimize(losses, steps))
+            for t, v in losses.items():
+                r = blocks[t][1] - blocks[t][0]
+                acc.setdefault(t, []).append((v.detach(), r))
+        loss = torch.stack(totals).mean(0) if totals else torch.zeros(self.K, device=self.device)
+        return {"loss": loss.sum().detach(), "member_loss": loss}
+
+    # ------------------------------------------------------------ evaluation
+    def set_in_domain_masks(self, masks: Mapping[str, Mapping[int, Sequence[torch.Tensor]]]) -> None:
+        """``{split: {task: [bool rows of member k's task block]}}``: extra per-member losses over those rows.
+
+        Logged as ``<validation|test>/loss_in_domain_task_<t>`` (the LoggingCallback's names);
+        only for an evaluation split that comes as one batch (as ``VectorizedDataModule`` makes it).
+        """
+        self.in_domain_masks = {s: {int(t): list(m) for t, m in d.items()} for s, d in masks.items()}
+
+    def _eval(self, batch: EnsembleBatch, split: str) -> dict:
+        out = {}
+        masks = self.in_domain_masks.get(split, {})
+        self._masked[split] = {}
+        for a, b, blocks in batch.steps:
+            losses, preds = self._losses(batch["x"][:, a:b], batch["y"][:, a:b], blocks)
+            for t, v in losses.items():
+                self._acc[split].setdefault(t, []).append((v, blocks[t][1] - blocks[t][0]))
+            for t, (lo, hi) in blocks.items():
+                if t in masks:
+                    crit = self.criterion(t)
+                    vals = []
+                    for k, mask in enumerate(masks[t]):
+                        rows = mask.to(preds.device).nonzero().squeeze(1)
+                        vals.append(None if rows.numel() == 0 else
+                                    crit(preds[k, lo:hi].index_select(0, rows), batch["y"][k, lo:hi].index_select(0, rows)))
+                    self._masked[split][t] = vals
+            out = {"losses": losses, "preds": preds}
+        return out
+
+    def _masked_losses(self, split: str) -> dict[int, list[Optional[float]]]:
+        return {t: [None if v is None else float(v) for v in vals] for t, vals in self._masked.get(split, {}).items()}
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc["val"] = {}
+
+    def validation_step(self, batch: EnsembleBatch, batch_idx: int) -> dict:
+        return self._eval(batch, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._acc["test"] = {}
+
+    def test_step(self, batch: EnsembleBatch, batch_idx: int) -> dict:
+        return self._eval(batch, "test")
+
+    def _epoch_losses(self, split: str) -> dict[int, list[float]]:
+        """``{task: [loss of member k]}``: the row-weighted epoch mean (one host sync)."""
+        acc = self._acc[split]
+        if not acc:
+            return {}
+        tasks = sorted(acc)
+        means = torch.stack([sum(v * r for v, r in acc[t]) / float(sum(r for _, r in acc[t])) for t in tasks])
+        values = means.double().cpu().tolist()
+        return dict(zip(tasks, values))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer is not None and self.trainer.sanity_checking:
+            self._acc["val"] = {}
+            return
+        self._val_epoch = (self.current_epoch, self._epoch_losses("val"), self._masked_losses("val"))
+
+    def on_train_epoch_end(self) -> None:
+        epoch = self.current_epoch
+        train = self._epoch_losses("train")
+        val_epoch, val, val_in = self._val_epoch
+        if val_epoch != epoch:
+            val, val_in = {}, {}
+        bad_step = self.bad_step.cpu().tolist()
+        bad_task = self.bad_task.cpu().tolist()
+        for k in range(self.K):
+            if self._diverged[k] is not None:
+                continue
+            row: dict[str, float] = {"epoch": epoch}
+            row.update({metric_name("train", t): v[k] for t, v in train.items()})
+            row.update({metric_name("val", t): v[k] for t, v in val.items()})
+            row.update({in_domain_name("val", t): v[k] for t, v in val_in.items() if v[k] is not None})
+            self._history[k].append(row)
+            bad = None
+            for split, losses in (("train", train), ("val", val)):
+                nonfinite = [t for t, v in losses.items() if not math.isfinite(v[k])]
+                if nonfinite:
+                    bad = (nonfinite[0], split)
+                    break
+            if bad is None and bad_step[k] >= 0:
+                bad = (bad_task[k], "train")
+            if bad is not None:
+                self._diverged[k] = {"task": bad[0], "epoch": epoch, "split": METRIC_PREFIX[bad[1]],
+                                     "step": bad_step[k] if bad_step[k] >= 0 else None}
+        newly = torch.tensor([d is not None for d in self._diverged], device=self.active.device)
+        if bool((newly & self.active).any()):
+            for opt in self._opts or []:
+                opt.reset_members(newly & self.active)
+            self.active.copy_(self.active & ~newly)
+        if all(d is not None for d in self._diverged) and self.trainer is not None:
+            self.trainer.should_stop = True
+
+    def on_test_epoch_end(self) -> None:
+        test = self._epoch_losses("test")
+        for k in range(self.K):
+            self.test_metrics[k] = {f"test/loss_task_{t}": v[k] for t, v in test.items()}
+            self.test_metrics[k].update({in_domain_name("test", t): v[k] for t, v in self._masked_losses("test").items()
+                                         if v[k] is not None})
+
+    # --------------------------------------------------------------- members
+    def member_history(self, k: int) -> list[dict[str, float]]:
+        """Member k's per-epoch rows (stops after the epoch it diverged in)."""
+        return [dict(r) for r in self._history[k]]
+
+    def diverged(self, k: int) -> Optional[dict]:
+        """None, or ``{'task', 'epoch', 'split', 'step'}`` of member k's first non-finite loss."""
+        return None if self._diverged[k] is None else dict(self._diverged[k])
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k as a ``LightningMultitask`` state_dict (``model.<name>``)."""
+        return {f"model.{n}": v for n, v in self.ensemble.member_state_dict(k).items()}
+
+    def member_model(self, k: int) -> nn.Module:
+        """A fresh copy of member k's model with its trained weights (on the CPU)."""
+        model = copy.deepcopy(self.ensemble.templates[k]).to_empty(device="cpu")
+        model.load_state_dict({n: v.cpu() for n, v in self.ensemble.member_state_dict(k).items()})
+        return model
+
+    def member_optimizer_states(self, k: int, model: Optional[nn.Module] = None) -> list[dict]:
+        """The state_dicts of the optimizers a single ``LightningMultitask`` of member k holds."""
+        model = model if model is not None else self.member_model(k)
+        cfg = self.configs[k]
+        by_id = {id(p): n for n, p in model.named_parameters()}
+        opts = self.configure_optimizers()
+        if not self.per_task_optimizers:
+            singles = [make_optimizer([model], cfg["update_rule"], cfg["learning_rate"], cfg["update_rule_callback"])]
+        else:
+            singles = []
+            for t in self.optimizer_tasks:
+                tc = self.task_config(k, t)
+                singles.append(make_optimizer([model], tc["update_rule"], tc["learning_rate"],
+                                              tc["update_rule_callback"]))
+        out = []
+        for single, ens in zip(singles, opts):
+            member = ens.member_state(k, self.ensemble.names, self.ensemble.to_member)
+            sd = single.state_dict()
+            ordered = [p for g in single.param_groups for p in g["params"]]
+            sd["state"] = {i: {key: v.cpu() for key, v in member[by_id[id(p)]].items()}
+                           for i, p in enumerate(ordered) if by_id[id(p)] in member}
+            single.load_state_dict(sd)  # checks the layout
+            out.append(single.state_dict())
+        return out
+
+    # ------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vectorized"] = {"history": self._history, "diverged": self._diverged,
+                                    "steps_done": self._steps_done}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("vectorized") or {}
+        self._history = [list(h) for h in state.get("history", self._history)]
+        self._diverged = list(state.get("diverged", self._diverged))
+        self._steps_done = int(state.get("steps_done", 0))
+
+
