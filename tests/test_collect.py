@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments.analysis import collect as co
+from experiments.analysis import comparison_plots as cp
 
 TAG = "grid"
 # summary.json fields of a point that is running right now (this process, heartbeat now)
@@ -109,7 +110,7 @@ def test_table_is_aligned_with_a_status_count(grid):
 
 def test_comparison_plots_exist_for_every_task_and_numeric_parameter(grid):
     rows = co.collect(grid, TAG)
-    files = co.plot_comparisons(rows, grid, TAG)
+    files = cp.plot_comparisons(rows, grid, TAG)
     names = sorted(f.name for f in files)
     expected = sorted(f"summary_task{t}_{kind}.{ext}" for t in (0, 1)
                       for kind in ("final_vs_width", "final_vs_learning_rate", "curves") for ext in ("png", "pdf"))
@@ -119,10 +120,10 @@ def test_comparison_plots_exist_for_every_task_and_numeric_parameter(grid):
 
 
 def test_log_axis_only_where_values_span_a_decade():
-    assert co._spans_decade([0.01, 0.1])
-    assert co._spans_decade([64, 128, 256, 512, 1024])
-    assert not co._spans_decade([8, 16, 32])
-    assert not co._spans_decade([-1.0, 1.0])
+    assert cp._spans_decade([0.01, 0.1])
+    assert cp._spans_decade([64, 128, 256, 512, 1024])
+    assert not cp._spans_decade([8, 16, 32])
+    assert not cp._spans_decade([-1.0, 1.0])
 
 
 def test_cli_writes_summary_and_prints_the_table(grid, capsys):
@@ -152,7 +153,7 @@ def test_partial_grid_running_and_diverged_points(tmp_path):
     assert math.isnan(rows[1]["final_val_loss_task_0"]) and rows[1]["best_val_loss_task_0"] == 1.0
     text = co.format_table(rows)
     assert "nan" in text and "1 diverged, 1 running" in text
-    assert co.plot_comparisons(rows, tmp_path, TAG)  # nan points are left out, not an error
+    assert cp.plot_comparisons(rows, tmp_path, TAG)  # nan points are left out, not an error
 
 
 def test_varying_values_shared_keys_lists_and_sections(tmp_path):
@@ -168,7 +169,7 @@ def test_varying_values_shared_keys_lists_and_sections(tmp_path):
     co.write_summary_csv(rows, tmp_path / "s.csv")
     with (tmp_path / "s.csv").open(newline="") as fh:
         assert list(csv.reader(fh))[1][3:5] == ["1", "[-0.5,0,0.5]"]
-    names = {f.name for f in co.plot_comparisons(rows, tmp_path, TAG)}
+    names = {f.name for f in cp.plot_comparisons(rows, tmp_path, TAG)}
     assert "summary_task0_final_vs_d_in.png" in names
     assert not any("list_a" in n for n in names)
 
@@ -271,15 +272,15 @@ def test_seeds_are_aggregated_not_an_axis(tmp_path):
     assert agg[1]["final_val_loss_task_0_std"] == pytest.approx(math.sqrt(0.02), abs=1e-15)
     assert agg[1]["baseline_val_loss_in_domain_task_0_mean"] == 2.0  # seeds 1, 2: 1.5, 2.5
     assert "seed" not in agg[0]
-    names = {f.name for f in co.plot_comparisons(rows, tmp_path, TAG)}
+    names = {f.name for f in cp.plot_comparisons(rows, tmp_path, TAG)}
     assert names == {"summary_task0_final_vs_learning_rate.png", "summary_task0_final_vs_learning_rate.pdf",
                      "summary_task0_curves.png", "summary_task0_curves.pdf"}  # never a loss-vs-seed plot
 
 
 def test_mean_std():
-    assert co._mean_std([]) == (None, None)
-    assert co._mean_std([2.0]) == (2.0, None)
-    assert co._mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+    assert co.mean_std([]) == (None, None)
+    assert co.mean_std([2.0]) == (2.0, None)
+    assert co.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
 
 
 def test_cli_prints_the_seed_table(tmp_path, capsys):
@@ -318,7 +319,7 @@ def _width_grid(root: Path, tag=TAG, widths=WIDTHS, scale=1.0, diagnostics=False
 
 
 def _figures(rows, root, tags):
-    return dict(co.comparison_figures(rows, root, tags))
+    return dict(cp.comparison_figures(rows, root, tags))
 
 
 def test_test_losses_in_summary_csv(tmp_path):
@@ -346,7 +347,7 @@ def test_log_axis_ticks_are_the_grid_values(tmp_path):
     assert [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()] == []  # no "3x10^1"
     assert ax.xaxis.get_minorticklocs().size == 0
     # more values than MAX_TICKS: every k-th one, still grid values
-    assert co.grid_ticks(ax.xaxis, list(range(1, 26))) == list(range(1, 26, 3))
+    assert cp.grid_ticks(ax.xaxis, list(range(1, 26))) == list(range(1, 26, 3))
 
 
 def test_every_title_names_the_tag_and_legends_sit_outside(tmp_path):
@@ -379,9 +380,9 @@ def test_curves_show_training_and_validation(tmp_path):
 
 
 def test_twelve_points_get_twelve_distinct_colours(tmp_path):
-    colors = co.line_colors(12)
+    colors = cp.line_colors(12)
     assert len(set(colors)) == 12
-    assert len(set(co.line_colors(10))) == 10
+    assert len(set(cp.line_colors(10))) == 10
     _width_grid(tmp_path)
     fig = _figures(co.collect(tmp_path, TAG), tmp_path, TAG)["summary_task0_curves"]
     drawn = [line.get_color() for line in fig.axes[1].get_lines()]
@@ -397,7 +398,7 @@ def test_diagnostics_plot(tmp_path):
     assert len([line for line in norm_ax.get_lines()]) == 4  # 2 points x 2 tasks (the per-layer norm left out)
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
     assert {"cosine, tasks 0 and 1", "norm, task 0", "norm, task 1", "width=16", "width=32"} <= labels
-    assert co.diagnostic_columns([[{"epoch": 0, "diagnostics/grad_norm_task_10": 1.0,
+    assert cp.diagnostic_columns([[{"epoch": 0, "diagnostics/grad_norm_task_10": 1.0,
                                      "diagnostics/grad_norm_task_2": 1.0}]])[1] == [
         "diagnostics/grad_norm_task_2", "diagnostics/grad_norm_task_10"]
 

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from experiments.analysis.collect import _mean_std, collect
+from experiments.analysis.collect import collect, mean_std
 from experiments.logging.metrics import best_column, final_column
 from experiments.run_state import RunDir, write_text_atomic
 
@@ -93,7 +93,7 @@ def loss_table(results: Sequence[Result]) -> dict[float, dict[float, tuple[float
             if any(math.isinf(v) for v in losses):
                 table[width][lr] = (math.inf, None, len(losses))
             else:
-                mean, std = _mean_std(losses)
+                mean, std = mean_std(losses)
                 table[width][lr] = (float(mean), std, len(losses))
     return table
 
