@@ -4,6 +4,9 @@
 one figure per task and per output dimension the task's criterion looks at
 (``task<t>_dim<d>_epoch<eeee>``) and one overview with all of them as panels
 (``overview_epoch<eeee>``); ``fit_figures`` yields the per-output figures alone.
+``model_snapshot_figures(pl_module, tensors, data, epoch, title_suffix)`` draws the same
+without a Trainer, from a model, its splits and its data object (a member of a vectorized
+ensemble, ``experiments.vectorize``).
 ``epoch`` is the number of epochs trained (1-based: the first epoch's snapshot is epoch 1,
 the last one's equals summary.json's ``epochs``).
 
@@ -32,7 +35,7 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import torch
@@ -148,10 +151,20 @@ def predict(trainer: Any, pl_module: Any, data: dict) -> dict[int, torch.Tensor]
 
     In eval mode, without gradients, under the Trainer's precision context, in chunks.
     """
+    plugin = getattr(trainer.strategy, "precision_plugin", None)
+    return predict_model(pl_module, data, plugin.forward_context if plugin is not None else None)
+
+
+def predict_model(pl_module: Any, data: dict,
+                  forward_context: Optional[Callable[[], ContextManager[Any]]] = None) -> dict[int, torch.Tensor]:
+    """``predict`` without a Trainer: ``forward_context()`` (e.g. a precision plugin's
+    ``forward_context``; default none) is entered around the forward passes.
+
+    ``pl_module`` needs ``predict_tasks``, ``parameters`` and ``device`` (a ``LightningMultitask``).
+    """
     param = next(pl_module.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    plugin = getattr(trainer.strategy, "precision_plugin", None)
-    context = plugin.forward_context() if plugin is not None else nullcontext()
+    context = forward_context() if forward_context is not None else nullcontext()
     was_training = pl_module.training
     pl_module.eval()
     parts: dict[int, list[torch.Tensor]] = {}
@@ -207,13 +220,21 @@ class Panel:
 def panels(trainer: Any, pl_module: Any) -> list[Panel]:
     """One ``Panel`` per task and active output dimension (reads ``trainer.datamodule.tensors``;
     needs a non-empty 'val')."""
-    tensors = trainer.datamodule.tensors
-    data = getattr(trainer.datamodule, "data", None)
+    plugin = getattr(trainer.strategy, "precision_plugin", None)
+    return model_panels(pl_module, trainer.datamodule.tensors, getattr(trainer.datamodule, "data", None),
+                        plugin.forward_context if plugin is not None else None)
+
+
+def model_panels(pl_module: Any, tensors: Mapping[str, dict], data: Any,
+                 forward_context: Optional[Callable[[], ContextManager[Any]]] = None) -> list[Panel]:
+    """``panels`` without a Trainer: ``tensors`` the run's splits (``{'train', 'val', ...}``,
+    as ``DataModule.tensors``; needs a non-empty 'val'), ``data`` its data object (target
+    functions, training ranges), ``forward_context`` as in ``predict_model``."""
     val, train = tensors["val"], tensors.get("train")
     d_in, d_out = val["x"].shape[1], val["y"].shape[1]
     true_function = bool(getattr(data, "has_true_function", True))
-    pred_val = predict(trainer, pl_module, val)
-    pred_train = predict(trainer, pl_module, train) if d_in > 1 and train is not None else {}
+    pred_val = predict_model(pl_module, val, forward_context)
+    pred_train = predict_model(pl_module, train, forward_context) if d_in > 1 and train is not None else {}
     tasks = sorted(pred_val)
     rows = {t: (task_rows(train, t), task_rows(val, t)) for t in tasks}
     spans = {t: training_range(data, t) for t in tasks} if d_in == 1 else {}
@@ -222,7 +243,7 @@ def panels(trainer: Any, pl_module: Any) -> list[Panel]:
         grids = {t: dense_grid(_range(rows[t][0][0]), _range(rows[t][1][0]), spans[t]) for t in tasks}
         x_all = torch.from_numpy(np.concatenate([grids[t] for t in tasks])).unsqueeze(1)
         ta = torch.cat([torch.full((len(grids[t]),), t, dtype=torch.int64) for t in tasks])
-        pred_dense = predict(trainer, pl_module, {"x": x_all, "task_activity": ta})
+        pred_dense = predict_model(pl_module, {"x": x_all, "task_activity": ta}, forward_context)
         for t in tasks:
             fn = target_function(data, t)
             y = None
@@ -361,7 +382,22 @@ def snapshot_figures(trainer: Any, pl_module: Any, epoch: int,
     Keys ``plots/task_<t>_dim_<d>`` and ``plots/overview``; stems as ``plot_stem`` and
     ``overview_stem`` (relative). Predicts once for all of them.
     """
-    found = panels(trainer, pl_module)
+    yield from _snapshot(panels(trainer, pl_module), epoch, title_suffix)
+
+
+def model_snapshot_figures(pl_module: Any, tensors: Mapping[str, dict], data: Any, epoch: int,
+                           title_suffix: Optional[str] = None,
+                           forward_context: Optional[Callable[[], ContextManager[Any]]] = None,
+                           ) -> Iterator[tuple[str, str, Figure]]:
+    """``snapshot_figures`` of a model and its data without a Trainer (``model_panels``'s arguments).
+
+    E.g. one member of a vectorized ensemble: its ``LightningMultitask``, its splits and its
+    data object give the figures, names and titles its single run draws.
+    """
+    yield from _snapshot(model_panels(pl_module, tensors, data, forward_context), epoch, title_suffix)
+
+
+def _snapshot(found: list[Panel], epoch: int, title_suffix: Optional[str]) -> Iterator[tuple[str, str, Figure]]:
     for p in found:
         yield f"plots/task_{p.task}_dim_{p.dim}", plot_stem(Path(), p.task, p.dim, epoch).name, \
             _single(p, epoch, title_suffix)

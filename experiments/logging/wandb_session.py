@@ -1,4 +1,4 @@
-"""The W&B side of a run: mode choice, the run's logger, images, closing the run.
+"""The W&B side of a run: mode choice, the run's logger, images, logged rows, closing the run.
 
 The only module that imports ``wandb``, and only lazily (it is slow to import and a
 run with W&B disabled never needs it); Lightning's ``WandbLogger`` is imported lazily
@@ -14,7 +14,7 @@ import netrc
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
 from urllib.parse import urlparse
 
 from core_code.util.lightning_compat import drop_unset_wandb_init
@@ -119,6 +119,22 @@ def wandb_image(fig: Any, png: Optional[Path] = None) -> Any:
     fig.savefig(buf, format="png", dpi=100)
     buf.seek(0)
     return wandb.Image(Image.open(buf))
+
+
+def log_history(logger: Any, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> int:
+    """Send ``(step, metrics)`` rows to ``logger`` (a ``WandbLogger``) in order; returns how many.
+
+    Each row goes through ``logger.log_metrics(metrics, step=step)``, as a Trainer's
+    logging would send it (W&B then gets ``trainer/global_step = step``); a ``Path`` value
+    (a saved PNG) becomes a ``wandb.Image`` of it. For runs logged after the fact (the
+    members of a vectorized ensemble, ``experiments.vectorize``).
+    """
+    n = 0
+    for step, metrics in rows:
+        logger.log_metrics({k: wandb_image(None, v) if isinstance(v, Path) else v for k, v in metrics.items()},
+                           step=step)
+        n += 1
+    return n
 
 
 def finish_wandb(exit_code: Optional[int] = None) -> None:
