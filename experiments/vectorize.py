@@ -21,16 +21,30 @@ Every member is built as its single run builds it: ``seed_everything(custom seed
 ``make_data``, ``make_model``, and the batching seed ``DataModule`` would take
 (``torch.initial_seed() % 2**31``); so member k's batches, data and initial weights are
 those of the one-point run.
+
+What a single run writes besides its training, each member gets too: its fit figures
+(``MemberPlots``: drawn from the member's own model and data while the ensemble trains,
+when its LoggingCallback would draw them), the rows its loggers would get
+(``MemberResult.log_rows``, which ``run_vectorized`` sends to the member's W&B run) and,
+when a signal or Ctrl-C stops the ensemble, a checkpoint at the last epoch boundary the
+ensemble kept in memory (normally the last finished epoch; a mid-epoch state would not
+resume exactly, see ``_ensemble_class``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
+#: the most of an ensemble's training time spent keeping its state at epoch ends (what a
+#: stopped ensemble's members resume from; see ``_ensemble_class``).
+SNAPSHOT_SHARE = 0.02
 #: architecture keys that only change forward multipliers / init / learning rates (not shapes).
 _ABC_FREE_KEYS = ("list_a", "list_b", "c", "list_c", "list_a_bias", "list_b_bias", "list_c_bias",
                   "parametrization", "bias_tune")
@@ -108,15 +122,35 @@ def describe_groups(configs: Sequence[dict], groups: Sequence[Sequence[int]]) ->
 
 
 @dataclass
+class MemberPlots:
+    """Fit figures of one member, drawn as its single run's LoggingCallback draws them.
+
+    ``out_dir``: the point's folder (figures go to ``out_dir/plots``, named as
+    ``experiments.logging.plots`` names them); ``every``: the callback's
+    ``logging_epoch_interval`` (figures every ``every`` epochs and at the last epoch);
+    ``title_suffix``: in every title (the point's varying values, ``describe_point``).
+    """
+
+    out_dir: Path
+    every: int = 50
+    title_suffix: Optional[str] = None
+
+
+@dataclass
 class MemberResult:
     """Everything the one-point path records for one member of a vectorized group.
 
-    ``status``: 'done', 'diverged', 'time_limit' or 'failed' (as ``experiments.run_control.stop_status``);
-    ``history``: per-epoch metric rows (the LoggingCallback's ``history``); ``final``: its
-    ``final_metrics()`` (last row, test losses, baselines); ``diverged``: None or
-    ``{'task', 'epoch', 'split', 'step'}``; ``state_dict``: a ``LightningMultitask``
-    state_dict; ``optimizer_states``: the single run's optimizer state_dicts;
-    ``checkpoint``: a Lightning checkpoint a single run resumes from (None if diverged).
+    ``status``: 'done', 'diverged', 'time_limit' or 'failed' (as ``experiments.run_control.stop_status``),
+    or 'interrupted' (given to ``train_group``'s ``on_interrupt``); ``history``: per-epoch
+    metric rows (the LoggingCallback's ``history``); ``final``: its ``final_metrics()``
+    (last row, test losses, baselines); ``diverged``: None or ``{'task', 'epoch', 'split',
+    'step'}``; ``state_dict``: a ``LightningMultitask`` state_dict; ``optimizer_states``:
+    the single run's optimizer state_dicts; ``checkpoint``: a Lightning checkpoint a single
+    run resumes from (None if diverged); ``log_rows``: ``(step, metrics)`` in the order and
+    on the step axis the single run sends them to its loggers (baselines, per epoch the
+    validation then the training losses, figures as PNG paths, test losses); ``figures``:
+    the PNG files of the member's fit figures; ``steps_per_chunk``: as the ensemble's fit
+    resolved it (the single run's summary records its own).
     """
 
     index: int
@@ -131,11 +165,17 @@ class MemberResult:
     state_dict: dict
     optimizer_states: list[dict]
     checkpoint: Optional[dict] = field(default=None, repr=False)
+    log_rows: list[tuple[int, dict]] = field(default_factory=list, repr=False)
+    figures: list[Path] = field(default_factory=list, repr=False)
+    steps_per_chunk: Any = None
 
     def summary_fields(self) -> dict[str, Any]:
         """The fields ``run_dir.write_summary`` gets in the one-point path (besides status)."""
-        return {"epochs": self.epochs, "global_step": self.global_step, "final": self.final,
-                "diverged": self.diverged, "stop": self.stop, "vectorized": True}
+        out = {"epochs": self.epochs, "global_step": self.global_step, "final": self.final,
+               "diverged": self.diverged, "stop": self.stop, "vectorized": True}
+        if self.steps_per_chunk is not None:  # what steps_per_chunk became for the ensemble's fit
+            out["steps_per_chunk"] = self.steps_per_chunk
+        return out
 
     def save_checkpoint(self, path: Union[str, Path]) -> Optional[Path]:
         """Write ``checkpoint`` (atomically) to ``path``; None when there is none (diverged)."""
@@ -181,7 +221,10 @@ def _in_domain(datas: Sequence[Any], dm: Any) -> tuple[dict, list[dict]]:
 
 def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[dict] = None,
                 hyper_parameters: Optional[Sequence[dict]] = None, impl: str = "auto",
-                logging_state_key: str = "LoggingCallback", callbacks: Sequence[Any] = ()) -> list[MemberResult]:
+                logging_state_key: str = "LoggingCallback", callbacks: Sequence[Any] = (),
+                plots: Optional[Sequence[Optional[MemberPlots]]] = None,
+                on_interrupt: Optional[Callable[[list[MemberResult], BaseException], None]] = None,
+                ) -> list[MemberResult]:
     """Train the resolved points ``configs`` (one group of ``group_points``) as one ensemble.
 
     ``manager`` gives ``make_data`` and ``make_model``; ``trainer_config`` the Trainer
@@ -190,20 +233,30 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
     k's checkpoint (the single run's ``save_hyperparameters`` dict, e.g. the run config with
     its id). ``logging_state_key`` names the LoggingCallback's entry in the checkpoint's
     ``callbacks`` (its ``state_key``). ``callbacks`` are extra Lightning callbacks of the
-    ensemble's Trainer (e.g. a heartbeat). Returns one ``MemberResult`` per config.
+    ensemble's Trainer (e.g. a heartbeat). ``plots[k]`` (None: none) draws member k's fit
+    figures while the ensemble trains, when its single run would draw them. Returns one
+    ``MemberResult`` per config.
+
+    A signal (``experiments.run_control.Interrupted``), Ctrl-C or ``SystemExit`` that stops
+    the ensemble propagates; before, ``on_interrupt(results, exception)`` gets one result
+    per member at the last epoch boundary the ensemble kept in memory (every epoch end,
+    unless epochs are so short that this would cost more than ``SNAPSHOT_SHARE`` of the
+    training time): status 'interrupted' with a ``checkpoint`` that resumes as a single
+    run, exactly (None when the first epoch had not ended), or 'diverged'.
     """
     import pytorch_lightning as pl
     import torch
 
+    from core_code.util.lightning_compat import batches_that_stepped
     from core_code.util.trainer_config import init_config_trainer
-    from core_code.vectorized import VectorizedDataModule, VectorizedMultitask
+    from core_code.vectorized import VectorizedDataModule
     from experiments.logging.callback import baseline_losses
-    from experiments.run_control import stop_status
+    from experiments.run_control import Interrupted, stop_status
 
     members = [_build_member(manager, cfg) for cfg in configs]
     datas = [m[0] for m in members]
     seeds = [m[2] for m in members]
-    module = VectorizedMultitask([m[1] for m in members], [cfg["training"] for cfg in configs], impl=impl)
+    module = _ensemble_class()([m[1] for m in members], [cfg["training"] for cfg in configs], impl=impl)
     dm = VectorizedDataModule(datas, seeds, **configs[0]["training"])
     dm.setup()
     masks, boxes = _in_domain(datas, dm)
@@ -216,95 +269,511 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
     if tc.get("num_nodes", 1) != 1 or tc.get("strategy") not in ("auto", None) or tc.get("devices") not in (1, [0], "1"):
         raise ValueError(f"vectorized groups run on one device, got devices={tc.get('devices')!r}, "
                          f"strategy={tc.get('strategy')!r}, num_nodes={tc.get('num_nodes', 1)!r}")
-    recorder = _epoch_steps_callback()
+    recorder = _steps_callback()
+    plotter = _plots_callback(configs, plots) if plots is not None and any(p is not None for p in plots) else None
     tc.update(logger=False, enable_checkpointing=False, enable_model_summary=False,
-              callbacks=[recorder, *callbacks, *(tc.get("callbacks") or [])])
+              callbacks=[recorder, *([plotter] if plotter is not None else []), *callbacks,
+                         *(tc.get("callbacks") or [])])
     trainer = pl.Trainer(**tc)
-    trainer.fit(module, datamodule=dm)
-    test_rows = len(dm.split("test")[0]["task_activity"])
-    finished = trainer.current_epoch >= (trainer.max_epochs or 0) or (
-        trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps)
-    if test_rows > 0 and finished:
-        trainer.test(module, datamodule=dm, verbose=False)
+    group = _Group(module, recorder, plotter, baselines, seeds, hyper_parameters, logging_state_key)
+    try:
+        trainer.fit(module, datamodule=dm)
+        test_rows = len(dm.split("test")[0]["task_activity"])
+        finished = trainer.current_epoch >= (trainer.max_epochs or 0) or (
+            trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps)
+        tested = test_rows > 0 and finished
+        if tested:
+            trainer.test(module, datamodule=dm, verbose=False)
+    except (KeyboardInterrupt, SystemExit, Interrupted) as stop:
+        if on_interrupt is not None:
+            try:
+                stopped = group.stopped_results()
+            except Exception as err:  # noqa: BLE001 - must not hide the stop itself
+                print(f"vectorized ensemble: cannot cut its members at the last epoch boundary "
+                      f"({type(err).__name__}: {err}); they get no checkpoint", file=sys.stderr)
+            else:
+                on_interrupt(stopped, stop)
+        raise
     with tempfile.TemporaryDirectory() as tmp:
         trainer.save_checkpoint(Path(tmp) / "ensemble.ckpt", weights_only=False)
         base = torch.load(Path(tmp) / "ensemble.ckpt", map_location="cpu", weights_only=False)
+    test_step = batches_that_stepped(trainer)
     results = []
     for k in range(len(configs)):
         div = module.diverged(k)
         status, note = stop_status(trainer, div)
-        history = module.member_history(k)
-        final = dict(history[-1]) if history else {}
-        if div is None:
-            final.update(module.test_metrics[k])
-        final.update(baselines[k])
         if div is not None:
             epochs = div["epoch"] + 1
             global_step = recorder.steps.get(div["epoch"], trainer.global_step)
         else:
             epochs, global_step = trainer.current_epoch, trainer.global_step
+        test = module.test_metrics[k] if tested and div is None else None
+        results.append(group.result(k, base, status, note, epochs, global_step, test=test,
+                                    test_step=test_step, test_epoch=trainer.current_epoch))
+        results[-1].steps_per_chunk = getattr(dm, "chunk_steps", None)
+    return results
+
+
+class _Group:
+    """One ensemble's bookkeeping: builds its members' results (at the end, or when stopped)."""
+
+    def __init__(self, module: Any, recorder: Any, plotter: Any, baselines: list[dict], seeds: list[int],
+                 hyper_parameters: Optional[Sequence[dict]], logging_state_key: str) -> None:
+        self.module, self.recorder, self.plotter = module, recorder, plotter
+        self.baselines, self.seeds = baselines, seeds
+        self.hyper_parameters, self.logging_state_key = hyper_parameters, logging_state_key
+
+    def result(self, k: int, base: Optional[dict], status: str, note: str, epochs: int, global_step: int,
+               test: Optional[dict] = None, test_step: int = 0, test_epoch: int = 0,
+               upto_epoch: Optional[int] = None) -> MemberResult:
+        """Member k's result from the module's current state; ``base``: the ensemble's checkpoint."""
+        module = self.module
+        div = module.diverged(k)
+        history = module.member_history(k)
+        final = dict(history[-1]) if history else {}
+        if test:
+            final.update(test)
+        final.update(self.baselines[k])
         model = module.member_model(k)
         opt_states = module.member_optimizer_states(k, model)
         state_dict = module.member_state_dict(k)
         ckpt = None
-        if div is None:
+        if div is None and base is not None:
             ckpt = {key: copy.deepcopy(v) for key, v in base.items()
                     if key not in ("state_dict", "optimizer_states", "vectorized", "VectorizedDataModule",
                                    "hyper_parameters", "callbacks")}
             ckpt["state_dict"] = state_dict
             ckpt["optimizer_states"] = opt_states
-            ckpt["DataModule"] = {"seed": seeds[k]}
-            ckpt["callbacks"] = {logging_state_key: {"history": history, "diverged": None}}
-            if hyper_parameters is not None:
-                ckpt["hyper_parameters"] = hyper_parameters[k]
-        results.append(MemberResult(index=k, status=status, stop=note, epochs=epochs, global_step=global_step,
-                                    history=history, final=final, diverged=div, baselines=baselines[k],
-                                    state_dict=state_dict, optimizer_states=opt_states, checkpoint=ckpt))
-    return results
+            ckpt["DataModule"] = {"seed": self.seeds[k]}
+            ckpt["callbacks"] = {self.logging_state_key: {"history": history, "diverged": None}}
+            if self.hyper_parameters is not None:
+                ckpt["hyper_parameters"] = self.hyper_parameters[k]
+        images = self.plotter.images[k] if self.plotter is not None else []
+        if upto_epoch is not None:
+            images = [im for im in images if im[0] <= upto_epoch]
+        rows = _log_rows(history, self.baselines[k], self.recorder, images, test, test_step, test_epoch)
+        figures = [p for im in images for p in im[3].values()]
+        return MemberResult(index=k, status=status, stop=note, epochs=epochs, global_step=global_step,
+                            history=history, final=final, diverged=div, baselines=self.baselines[k],
+                            state_dict=state_dict, optimizer_states=opt_states, checkpoint=ckpt,
+                            log_rows=rows, figures=figures)
+
+    def stopped_results(self) -> list[MemberResult]:
+        """Every member at the last finished epoch boundary (the module is set back to it)."""
+        from experiments.run_control import stop_status
+
+        module = self.module
+        snap = getattr(module, "epoch_snapshot", None)
+        if snap is None:  # stopped in the first epoch: nothing to resume from
+            return [MemberResult(index=k, status="interrupted", stop="stopped in the first epoch", epochs=0,
+                                 global_step=0, history=[], final=dict(self.baselines[k]), diverged=None,
+                                 baselines=self.baselines[k], state_dict={}, optimizer_states=[],
+                                 log_rows=_log_rows([], self.baselines[k], self.recorder, [], None, 0, 0))
+                    for k in range(module.K)]
+        _restore(module, snap)
+        epoch = int(snap["epoch"])
+        out = []
+        for k in range(module.K):
+            div = module.diverged(k)
+            if div is not None:
+                _, note = stop_status(None, div)
+                out.append(self.result(k, None, "diverged", note, div["epoch"] + 1,
+                                       self.recorder.steps.get(div["epoch"], int(snap["global_step"])),
+                                       upto_epoch=epoch))
+            else:
+                out.append(self.result(k, snap, "interrupted", f"stopped; checkpoint after epoch {epoch + 1}",
+                                       epoch + 1, int(snap["global_step"]), upto_epoch=epoch))
+        return out
 
 
-def _epoch_steps_callback() -> Any:
-    """A callback recording ``global_step`` at each training epoch's end (a diverged member's last step)."""
+def _log_rows(history: list[dict], baselines: dict, recorder: Any, images: list[tuple], test: Optional[dict],
+              test_step: int, test_epoch: int) -> list[tuple[int, dict]]:
+    """``(step, metrics)`` as the single run's LoggingCallback sends them to its loggers.
+
+    Baselines at the start; per epoch the validation losses (at validation's end), the
+    training losses (at the epoch's end), then that epoch's figures; the last epoch's
+    figures at the end of training; the test losses. Every row but the baselines carries
+    ``epoch`` (0-based; the test row: epochs trained, as Lightning logs it).
+    """
+    rows: list[tuple[int, dict]] = []
+    if baselines:
+        rows.append((recorder.log_start, dict(baselines)))
+    for row in history:
+        e = int(row["epoch"])
+        val = {k: v for k, v in row.items() if k.startswith("validation/")}
+        train = {k: v for k, v in row.items() if k != "epoch" and k not in val}
+        train_step = recorder.train_log.get(e, 0)
+        if val:
+            rows.append((recorder.val_log.get(e, train_step), {**val, "epoch": e}))
+        if train:
+            rows.append((train_step, {**train, "epoch": e}))
+        rows += [(step, {**imgs, "epoch": ep}) for ep, step, at_end, imgs in images if not at_end and ep == e]
+    rows += [(step, {**imgs, "epoch": ep}) for ep, step, at_end, imgs in images if at_end]
+    if test:
+        rows.append((test_step, {**test, "epoch": test_epoch}))
+    return rows
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy with every tensor detached and copied to the CPU."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        items = [(k, _cpu_copy(v)) for k, v in obj.items()]
+        try:
+            return type(obj)(items)
+        except TypeError:
+            return dict(items)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _dump_checkpoint(trainer: Any) -> dict:
+    """The Trainer's checkpoint dict now (what ``save_checkpoint`` would write), copied to the CPU.
+
+    Lightning's ``_checkpoint_connector.dump_checkpoint`` (private); without it, through a
+    temporary file. The ensemble's ``vectorized`` entry keeps only the length of each
+    member's history (rows are only ever appended; ``_restore`` cuts them back), its
+    divergences and step count: copying the histories would cost more every epoch.
+    """
+    dump = getattr(getattr(trainer, "_checkpoint_connector", None), "dump_checkpoint", None)
+    if dump is not None:
+        ckpt = dump(weights_only=False)
+    else:
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.save_checkpoint(Path(tmp) / "epoch.ckpt", weights_only=False)
+            ckpt = torch.load(Path(tmp) / "epoch.ckpt", map_location="cpu", weights_only=False)
+    state = ckpt.pop("vectorized", None) or {}
+    snap = _cpu_copy(ckpt)
+    snap["vectorized"] = {"history_len": [len(h) for h in state.get("history", [])],
+                          "diverged": copy.deepcopy(state.get("diverged", [])),
+                          "steps_done": int(state.get("steps_done", 0))}
+    return snap
+
+
+def _restore(module: Any, snap: dict) -> None:
+    """Set an ensemble module (weights, optimizer states, histories) back to a ``_dump_checkpoint``."""
+    module.load_state_dict(snap["state_dict"])
+    for opt, state in zip(module.configure_optimizers(), snap.get("optimizer_states") or []):
+        opt.load_state_dict(state)
+    vec = snap["vectorized"]
+    module.on_load_checkpoint({"vectorized": {
+        "history": [module.member_history(k)[:n] for k, n in enumerate(vec["history_len"])],
+        "diverged": copy.deepcopy(vec["diverged"]), "steps_done": vec["steps_done"]}})
+
+
+@functools.lru_cache(maxsize=None)
+def _ensemble_class() -> type:
+    """``VectorizedMultitask`` keeping, at epoch ends, the ensemble's checkpoint in memory."""
+    from core_code.vectorized import VectorizedMultitask
+
+    class SnapshotMultitask(VectorizedMultitask):
+        """A ``VectorizedMultitask`` whose ``epoch_snapshot`` is its state at the end of an epoch.
+
+        Taken after the module's own epoch-end hook (the epoch's histories and divergences
+        are recorded), where a single run's epoch-end ``ModelCheckpoint`` saves: a member
+        cut from it resumes as a single run at the next epoch, exactly. A stopped ensemble
+        resumes from it; a mid-epoch state cannot: a resumed single run would start the
+        epoch's batches from the first one again (its loaders are not resumable mid-epoch).
+
+        Taken at the first epoch's end, then whenever the time since the last one is at
+        least ``1 / SNAPSHOT_SHARE`` times what the last one took: every epoch unless
+        epochs are very short, and never more than ``SNAPSHOT_SHARE`` of the training time.
+        """
+
+        epoch_snapshot: Optional[dict] = None
+        _snapshot_cost = 0.0
+        _snapshot_done = 0.0
+
+        def on_train_epoch_end(self) -> None:
+            super().on_train_epoch_end()
+            now = time.monotonic()
+            if self.epoch_snapshot is not None and (now - self._snapshot_done) * SNAPSHOT_SHARE < self._snapshot_cost:
+                return
+            self.epoch_snapshot = None  # never a stale one if the dump fails
+            self.epoch_snapshot = _dump_checkpoint(self.trainer)
+            self._snapshot_done = time.monotonic()
+            self._snapshot_cost = self._snapshot_done - now
+
+    return SnapshotMultitask
+
+
+def _steps_callback() -> Any:
+    """A callback recording the ensemble's steps: ``steps[epoch]`` (``global_step`` at the epoch's
+    end, a diverged member's last step) and the logging step axis (``batches_that_stepped``)
+    at the start (``log_start``), at each validation end (``val_log``) and epoch end (``train_log``)."""
     import pytorch_lightning as pl
 
-    class _EpochSteps(pl.Callback):
+    from core_code.util.lightning_compat import batches_that_stepped
+
+    class _Steps(pl.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.steps: dict[int, int] = {}
+            self.log_start = 0
+            self.val_log: dict[int, int] = {}
+            self.train_log: dict[int, int] = {}
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.log_start = batches_that_stepped(trainer)
+
+        def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking:
+                self.val_log[trainer.current_epoch] = batches_that_stepped(trainer)
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             self.steps[trainer.current_epoch] = trainer.global_step
+            self.train_log[trainer.current_epoch] = batches_that_stepped(trainer)
 
-    return _EpochSteps()
+    return _Steps()
+
+
+def _plots_callback(configs: Sequence[dict], specs: Sequence[Optional[MemberPlots]]) -> Any:
+    """A callback drawing each member's fit figures when its single run's LoggingCallback would:
+    every ``every`` epochs and at the last epoch (``images[k]``: ``(epoch, step, at_end, {key: png})``).
+
+    Members that stopped (diverged) get none from then on: their single run would draw a
+    non-finite model.
+    """
+    import pytorch_lightning as pl
+
+    from core_code.lightning_multitask import LightningMultitask
+    from core_code.util.lightning_compat import batches_that_stepped
+    from experiments.logging import plots
+
+    class _MemberPlots(pl.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.specs = list(specs)
+            self.images: list[list[tuple]] = [[] for _ in self.specs]
+            self._plotted: list[set[int]] = [set() for _ in self.specs]
+            self._epoch: Optional[int] = None
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self._epoch = trainer.current_epoch
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            epoch = trainer.current_epoch
+            for k, spec in enumerate(self.specs):
+                if spec is not None and (epoch + 1) % spec.every == 0:
+                    self._plot(trainer, pl_module, k, epoch, at_end=False)
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            epoch = self._epoch if self._epoch is not None else max(trainer.current_epoch - 1, 0)
+            for k, spec in enumerate(self.specs):
+                if spec is not None and epoch not in self._plotted[k]:
+                    self._plot(trainer, pl_module, k, epoch, at_end=True)
+
+        def _plot(self, trainer: Any, module: Any, k: int, epoch: int, at_end: bool) -> None:
+            self._plotted[k].add(epoch)
+            if module.diverged(k) is not None or not bool(module.active[k]):
+                return
+            tensors, data = trainer.datamodule.tensors[k], trainer.datamodule.datas[k]
+            if "val" not in tensors or len(tensors["val"]["x"]) == 0:
+                return
+            spec = self.specs[k]
+            lm = LightningMultitask(module.member_model(k), **configs[k]["training"]).to(module.device)
+            plugin = getattr(trainer.strategy, "precision_plugin", None)
+            images: dict[str, Path] = {}
+            # file names and titles count epochs trained (1-based), as the single run's
+            for key, name, fig in plots.model_snapshot_figures(lm, tensors, data, epoch + 1, spec.title_suffix,
+                                                               plugin.forward_context if plugin else None):
+                stem = Path(spec.out_dir) / plots.PLOT_DIR / name
+                plots.save_figure(fig, stem)
+                images[key] = stem.with_suffix(".png")
+                fig.clf()
+            self.images[k].append((epoch, batches_that_stepped(trainer), at_end, images))
+
+    return _MemberPlots()
+
+
+def _heartbeat_callback(run_dir: Any, indices: Sequence[int]) -> Any:
+    """A callback refreshing every member's heartbeat at each epoch end, as a single run's run-state
+    callback does (``heartbeat_epoch``, ``epochs_done``: what --status shows)."""
+    import pytorch_lightning as pl
+
+    class _Heartbeats(pl.Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            for index in indices:
+                try:
+                    run_dir.heartbeat(index, heartbeat_epoch=trainer.current_epoch,
+                                      epochs_done=trainer.current_epoch + 1)
+                except OSError:
+                    pass  # a missed heartbeat is no reason to stop training
+
+    return _Heartbeats()
+
+
+# ----------------------------------------------------------------- a grid run
+def _is_fresh(run_dir: Any, i: int, cfg: dict) -> bool:
+    """May grid point ``i`` (0-based) train in an ensemble: never started, or started by this
+    point id, unfinished and without a checkpoint (e.g. stopped in an ensemble's first epoch)."""
+    from experiments.run_state import FINISHED, point_id
+
+    if run_dir.checkpoint_candidates(i + 1):
+        return False
+    summary = run_dir.summary(i + 1)
+    recorded = summary.get("id")
+    return recorded is None or (recorded == point_id(cfg) and summary.get("status") not in FINISHED)
+
+
+def _member_logging(manager: Any, cfg: dict, pdir: Path, index: int) -> tuple[Optional[MemberPlots], str]:
+    """(figures, LoggingCallback state key) of a point, from the callbacks its single run would get."""
+    from experiments.console import describe_point
+    from experiments.logging import LoggingCallback
+
+    log_cb = next((cb for cb in manager.make_callbacks(cfg, pdir) if isinstance(cb, LoggingCallback)), None)
+    if log_cb is None:
+        return None, "LoggingCallback"
+    values = getattr(manager, "_values", None) or []
+    values = values[index - 1] if len(values) >= index else {}
+    suffix = log_cb.title_suffix
+    if values and suffix is None:
+        suffix = describe_point(values)  # the varying values in every plot title, as the single run
+    spec = None
+    if log_cb.plot and log_cb.out_dir is not None:
+        spec = MemberPlots(log_cb.out_dir, log_cb.logging_epoch_interval, suffix)
+    return spec, log_cb.state_key
+
+
+def _member_wandb(manager: Any, run_dir: Any, index: int, cfg: dict, run_config: dict,
+                  rows: Sequence[tuple[int, dict]]) -> Optional[str]:
+    """Member ``index``'s W&B run (the single run's project, name, id, group, tags and config),
+    with ``rows`` logged, finished; the offline run's folder or None (online, disabled)."""
+    from experiments.logging.wandb_session import finish_wandb, log_history, make_wandb_logger
+    from experiments.run_control import wandb_offline_dir
+    from experiments.run_state import point_id
+
+    arch = cfg["architecture"].get("architecture_key", "model")
+    # as BasicManager._train_point makes it
+    logger = make_wandb_logger(
+        project=f"logging_{manager.experiment}",
+        name=f"{run_dir.tag}_config{index}",
+        run_id=f"{run_dir.tag}-{point_id(cfg)}".replace(".", "-"),
+        group=str(arch),
+        tags=[manager.experiment, run_dir.tag, str(arch)],
+        config=run_config,
+        save_dir=str(manager.runs_dir.parent),  # W&B files in wandb/ beside runs/
+        mode=manager.wandb_mode,
+    )
+    if logger is None:
+        return None
+    try:
+        log_history(logger, rows)
+        return wandb_offline_dir(logger)
+    finally:
+        finish_wandb()
+
+
+def _wandb_members(manager: Any, run_dir: Any, entries: Sequence[tuple[int, dict, dict, MemberResult]]) -> None:
+    """Each member's W&B run; a W&B error is reported and skips that member's run only."""
+    for i, cfg, run_config, r in entries:
+        where = f"[{run_dir.tag}] config {i + 1}"
+        try:
+            offline = _member_wandb(manager, run_dir, i + 1, cfg, run_config, r.log_rows)
+        except Exception as err:  # noqa: BLE001 - the results on disk stand; only W&B is missing
+            print(f"{where}: W&B run not written ({type(err).__name__}: {err})", file=sys.stderr)
+            continue
+        if offline is not None:
+            print(f"{where}: W&B offline run in {offline}; upload it with: wandb sync {offline}")
+
+
+def _record_stop(manager: Any, run_dir: Any, members: Sequence[int], configs: Sequence[dict],
+                 run_configs: Sequence[dict], results: Optional[list[MemberResult]],
+                 stop: BaseException) -> Optional[int]:
+    """Write out the members of a stopped ensemble (as the single path records a stopped point);
+    the signal number, or None for a ``SystemExit`` no signal caused (members 'failed')."""
+    import signal
+
+    from experiments.checkpoints import INTERRUPT_CHECKPOINT
+    from experiments.logging.metrics import MetricsCSV
+    from experiments.run_control import Interrupted, record_status
+    from experiments.run_state import point_id, write_json
+
+    signals = getattr(manager, "_signals", None)
+    signum = getattr(signals, "received", None) or (stop.signum if isinstance(stop, Interrupted) else None)
+    if signum is None and isinstance(stop, KeyboardInterrupt):
+        signum = signal.SIGINT
+    name = signal.Signals(signum).name if signum is not None else None
+    results = results or [None] * len(members)
+    done = []
+    for i, run_config, r in zip(members, run_configs, results):
+        where = f"[{run_dir.tag}] config {i + 1}"
+        pdir = run_dir.point_dir(i + 1)
+        ckpt = None
+        try:
+            if r is not None:
+                if r.history:
+                    MetricsCSV(pdir / "metrics.csv").rewrite(r.history)
+                if r.baselines:
+                    write_json(pdir / "baselines.json", r.baselines)
+                if r.status == "interrupted":
+                    ckpt = r.save_checkpoint(pdir / "checkpoints" / INTERRUPT_CHECKPOINT)
+        except Exception as err:  # noqa: BLE001 - the status below still says what happened
+            print(f"{where}: cannot write its files ({type(err).__name__}: {err})", file=sys.stderr)
+        if r is not None and r.status == "diverged":  # finished before the stop, as its single run
+            record_status(run_dir, i + 1, "diverged", id=point_id(configs[i]), **r.summary_fields())
+        elif name is None:
+            record_status(run_dir, i + 1, "failed", error=f"SystemExit({getattr(stop, 'code', None)!r})")
+        else:
+            record_status(run_dir, i + 1, "interrupted", signal=name, checkpoint=str(ckpt) if ckpt else None,
+                          error=f"stopped by {name}" + ("" if ckpt else " (no checkpoint: the ensemble had not "
+                                                        "finished an epoch; a rerun starts it afresh)"))
+            print(f"{where}: interrupted by {name}" + (f"; checkpoint {ckpt}" if ckpt else ""), file=sys.stderr)
+        if r is not None:
+            done.append((i, configs[i], run_config, r))
+    _wandb_members(manager, run_dir, done)
+    return signum if name is not None else None
+
+
+def _keep(store: list, results: list[MemberResult], stop: BaseException) -> None:
+    """``train_group``'s ``on_interrupt``: keep the stopped members' results for ``_record_stop``."""
+    store.append(results)
 
 
 def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices: Sequence[int]) -> dict[int, str]:
     """``main.py --vectorize``: run the 0-based ``indices`` of the resolved ``configs`` in groups.
 
-    Returns ``{1-based index: status}``. A point trains in an ensemble only when it is new:
-    finished points, points with checkpoints to resume from, points another process holds
-    and points that cannot share a group go through ``manager.run_point`` (the ordinary
-    path, with its skip, resume, lock and refusal rules). Every member of an ensemble is
-    written out as its own run would be: config.json, metrics.csv, baselines.json,
-    summary.json (``vectorized: true``) and checkpoints/last.ckpt, which resumes as a
-    single run. A failing ensemble marks each of its members failed, with the traceback.
+    Returns ``{1-based index: status}``. A point trains in an ensemble only when it is new
+    (or was started by an ensemble that stopped before its first epoch ended): finished
+    points, points with checkpoints to resume from, points another process holds and
+    points that cannot share a group go through ``manager.run_point`` (the ordinary path,
+    with its skip, resume, lock and refusal rules). Every member of an ensemble is written
+    out as its own run would be: config.json, heartbeats while it trains, metrics.csv,
+    baselines.json, its fit figures (plots/, drawn when its LoggingCallback would draw
+    them), its W&B run (the single run's project, name, id, group, tags and config, with
+    the same rows on the same step axis; offline unless logged in, none when disabled),
+    summary.json (``vectorized: true``) and checkpoints/last.ckpt (interrupted.ckpt after
+    ``max_time``), which resumes as a single run. A failing ensemble marks each of its
+    members failed, with the traceback.
+
+    A signal (SIGTERM, SIGINT; SIGUSR1 outside Slurm) or Ctrl-C stops the grid as in the
+    ordinary path: each member of the running ensemble gets ``checkpoints/interrupted.ckpt``
+    at the ensemble's last kept epoch boundary (it resumes as a single run), metrics.csv and
+    baselines.json so far, its W&B run so far and status 'interrupted' with the signal;
+    later points are not started and ``Interrupted`` is raised (exit code 128 + signal).
     """
-    import sys
     import traceback
 
     from experiments.logging.metrics import MetricsCSV
-    from experiments.run_state import PointLockedError, point_id, write_json, write_text_atomic
+    from experiments.run_control import Heartbeat, Interrupted
+    from experiments.run_state import PointLockedError, jsonable, point_id, write_json, write_text_atomic
 
     results: dict[int, str] = {}
-    fresh = [i for i in indices
-             if not run_dir.summary(i + 1).get("id") and not run_dir.checkpoint_candidates(i + 1)]
+    fresh = [i for i in indices if _is_fresh(run_dir, i, configs[i])]
     sub = [configs[i] for i in fresh]
     groups = [[fresh[j] for j in g] for g in group_points(sub)] if sub else []
     if groups:
         print(f"[{run_dir.tag}] vectorized groups:\n" + describe_groups(sub, group_points(sub)))
     alone = [i for i in indices if i not in fresh] + [g[0] for g in groups if len(g) == 1]
+    tc = manager.trainer_config()
     for group in (g for g in groups if len(g) > 1):
-        locks, members = [], []
+        locks, members, beats = [], [], []
         for i in group:
             try:
                 locks.append(run_dir.lock(i + 1).acquire())
@@ -318,11 +787,22 @@ def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices:
             run_configs = [manager.run_config(configs[i], i + 1, run_dir.tag) for i in members]
             for i, rc in zip(members, run_configs):
                 write_json(run_dir.point_dir(i + 1) / "config.json", rc)
-                run_dir.write_summary(i + 1, status="running", id=point_id(configs[i]), vectorized=True)
+                run_dir.write_summary(i + 1, status="running", id=point_id(configs[i]), vectorized=True,
+                                      error=None, signal=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      started_unix=round(time.time(), 1), max_epochs=tc.get("max_epochs"),
+                                      max_steps=tc.get("max_steps", -1))
+                beats.append(Heartbeat(run_dir, i + 1))
+                beats[-1].start()
             print(f"[{run_dir.tag}] configs {', '.join(str(i + 1) for i in members)}: training as one ensemble")
+            stopped: list[list[MemberResult]] = []  # the members' results when a stop ends the ensemble
             try:
+                logging = [_member_logging(manager, configs[i], run_dir.point_dir(i + 1), i + 1) for i in members]
                 out = train_group(manager, [configs[i] for i in members], manager.trainer_config(),
-                                  hyper_parameters=run_configs)
+                                  hyper_parameters=[jsonable(rc) for rc in run_configs],
+                                  logging_state_key=logging[0][1],
+                                  callbacks=[_heartbeat_callback(run_dir, [i + 1 for i in members])],
+                                  plots=[spec for spec, _ in logging],
+                                  on_interrupt=functools.partial(_keep, stopped))
             except Exception:  # noqa: BLE001 - recorded for every member; the grid goes on
                 tb = traceback.format_exc()
                 for i in members:
@@ -333,20 +813,40 @@ def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices:
                       file=sys.stderr)
                 continue
             except BaseException as stop:  # a signal (Interrupted), Ctrl-C, SystemExit
-                # A stopped ensemble keeps no partial checkpoint: its members start afresh on a rerun.
-                for i in members:
-                    run_dir.write_summary(i + 1, status="interrupted", error=f"{type(stop).__name__} during "
-                                          "a vectorized ensemble (no checkpoint: reruns start it afresh)")
-                raise
-            for i, r in zip(members, out):
+                for beat in beats:
+                    beat.stop()
+                signum = _record_stop(manager, run_dir, members, configs, run_configs,
+                                      stopped[-1] if stopped else None, stop)
+                if signum is None:
+                    raise
+                rest = [j + 1 for j in indices if j + 1 not in results and j not in members]
+                if rest:
+                    print(f"[{run_dir.tag}] not started: config {', '.join(map(str, rest))} (still pending; "
+                          "rerun the TAG or resubmit with --missing)", file=sys.stderr)
+                raise Interrupted(signum) from None
+            for beat in beats:
+                beat.stop()
+            for i, rc, r in zip(members, run_configs, out):
                 pdir = run_dir.point_dir(i + 1)
                 MetricsCSV(pdir / "metrics.csv").rewrite(r.history)
                 write_json(pdir / "baselines.json", r.baselines)
-                r.save_checkpoint(pdir / "checkpoints" / "last.ckpt")
-                run_dir.write_summary(i + 1, status=r.status, id=point_id(configs[i]), **r.summary_fields())
+                fields = r.summary_fields()
+                if r.status == "time_limit":  # as the single path: the stop's checkpoint, named in the summary
+                    from experiments.checkpoints import INTERRUPT_CHECKPOINT
+
+                    path = r.save_checkpoint(pdir / "checkpoints" / INTERRUPT_CHECKPOINT)
+                    fields["checkpoint"] = str(path) if path else None
+                else:
+                    r.save_checkpoint(pdir / "checkpoints" / "last.ckpt")
+                if r.status == "failed":
+                    fields["error"] = r.stop
+                _wandb_members(manager, run_dir, [(i, configs[i], rc, r)])
+                run_dir.write_summary(i + 1, status=r.status, id=point_id(configs[i]), **fields)
                 results[i + 1] = r.status
                 print(f"[{run_dir.tag}] config {i + 1}: {r.status} after {r.epochs} epochs ({r.stop}) -> {pdir}")
         finally:
+            for beat in beats:
+                beat.stop()
             for lock in locks:
                 lock.release()
     for i in sorted(set(alone)):
@@ -354,4 +854,5 @@ def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices:
     return dict(sorted(results.items()))
 
 
-__all__ = ["group_key", "group_points", "describe_groups", "train_group", "run_vectorized", "MemberResult"]
+__all__ = ["group_key", "group_points", "describe_groups", "train_group", "run_vectorized", "MemberResult",
+           "MemberPlots"]
