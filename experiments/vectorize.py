@@ -434,15 +434,15 @@ def _cpu_copy(obj: Any) -> Any:
 def _dump_checkpoint(trainer: Any) -> dict:
     """The Trainer's checkpoint dict now (what ``save_checkpoint`` would write), copied to the CPU.
 
-    Lightning's ``_checkpoint_connector.dump_checkpoint`` (private); without it, through a
+    ``lightning_compat.dump_checkpoint`` (private Lightning); without it, through a
     temporary file. The ensemble's ``vectorized`` entry keeps only the length of each
     member's history (rows are only ever appended; ``_restore`` cuts them back), its
     divergences and step count: copying the histories would cost more every epoch.
     """
-    dump = getattr(getattr(trainer, "_checkpoint_connector", None), "dump_checkpoint", None)
-    if dump is not None:
-        ckpt = dump(weights_only=False)
-    else:
+    from core_code.util.lightning_compat import dump_checkpoint
+
+    ckpt = dump_checkpoint(trainer)
+    if ckpt is None:
         import torch
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,10 @@ class _Probe(pl.LightningModule):
             "Strategy._lightning_optimizers": hasattr(trainer.strategy, "_lightning_optimizers"),
             "fit_loop.epoch_loop._batches_that_stepped": hasattr(trainer.fit_loop.epoch_loop,
                                                                   "_batches_that_stepped"),
+            "Trainer._checkpoint_connector.dump_checkpoint": callable(
+                getattr(getattr(trainer, "_checkpoint_connector", None), "dump_checkpoint", None)),
         }
+        self.seen["dump"] = compat.dump_checkpoint(trainer)
         self.seen["key"] = compat.optimizers_key(trainer)
         raw = compat.raw_optimizer(wrapped)
         self.seen["raw"] = raw
@@ -85,6 +88,9 @@ def test_the_adapter_unwraps_counts_and_reads_the_step_axis():
     assert probe.seen["raw"] is not probe.seen["wrapped"]
     assert compat.can_count_steps(probe.seen["wrapped"])
     assert probe.seen["counted"] == 1  # count_step made Lightning count the optimizer step
+    dump = probe.seen["dump"]  # the checkpoint dict, in memory, as save_checkpoint writes it
+    assert set(dump) >= {"state_dict", "optimizer_states", "loops", "epoch", "global_step"}
+    assert dump["state_dict"]["layer.weight"].shape == (1, 2) and dump["global_step"] == 0  # taken before the step
     assert probe.seen["key"] is not None
     assert trainer.global_step == 1 and compat.batches_that_stepped(trainer) == 1
 

@@ -1,6 +1,6 @@
 """Every use of a private Lightning attribute, gathered in one place.
 
-The framework needs five things Lightning 2.x does not expose publicly:
+The framework needs six things Lightning 2.x does not expose publicly:
 
 - ``LightningOptimizer._optimizer``: the wrapped ``torch.optim.Optimizer``, stepped
   directly on the fast path (see ``core_code.lightning_multitask._StepMachinery``);
@@ -15,7 +15,9 @@ The framework needs five things Lightning 2.x does not expose publicly:
   from which an unset ``anonymous`` is dropped (W&B warns about it on every run);
 - ``ModelCheckpoint._every_n_train_steps`` / ``_train_time_interval``: whether a checkpoint
   callback acts per training step (then ``steps_per_chunk: 'auto'`` keeps one step per
-  Lightning step).
+  Lightning step);
+- ``Trainer._checkpoint_connector.dump_checkpoint``: the checkpoint dict in memory (an
+  ensemble keeps its epoch-end state this way without writing a file each epoch).
 
 ``tests/test_lightning_compat.py`` runs a real Trainer and fails loudly, naming the
 attribute, if a Lightning upgrade removes or changes any of them. Every function here
@@ -36,6 +38,7 @@ PRIVATE_ATTRIBUTES = (
     ("WandbLogger", "_wandb_init"),
     ("ModelCheckpoint", "_every_n_train_steps"),
     ("ModelCheckpoint", "_train_time_interval"),
+    ("Trainer", "_checkpoint_connector.dump_checkpoint"),
 )
 
 
@@ -45,6 +48,13 @@ def checkpoint_every_n_train_steps(callback: Any) -> bool:
     if not all(hasattr(callback, a) for a in ("_every_n_train_steps", "_train_time_interval")):
         return True
     return bool(callback._every_n_train_steps) or callback._train_time_interval is not None
+
+
+def dump_checkpoint(trainer: Any) -> Optional[dict]:
+    """The dict ``trainer.save_checkpoint`` would write (full state), in memory; None when
+    Lightning no longer offers it (then write a file and load it)."""
+    dump = getattr(getattr(trainer, "_checkpoint_connector", None), "dump_checkpoint", None)
+    return None if dump is None else dump(weights_only=False)
 
 
 def raw_optimizer(wrapped: Any) -> Any:
