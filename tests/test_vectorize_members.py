@@ -1,6 +1,6 @@
 """Members of a vectorized ensemble (``--vectorize``) written out as their own runs would be.
 
-Contract (``experiments/vectorize.py``):
+Contract (``experiments/vectorize/``):
 
 - fit figures: every member gets the files its single run draws (``plots/task<t>_dim<d>_epoch<e>``
   and ``overview_epoch<e>``, PNG and PDF, at the same epochs, with the point's varying values
@@ -114,15 +114,15 @@ class StopAt(pl.Callback):
 def every_epoch(monkeypatch):
     """Ensembles keep their state at every epoch end (by default only while that costs at most
     ``SNAPSHOT_SHARE`` of the training time: these epochs last ~10 copies of the state)."""
-    import experiments.vectorize as vectorize
+    import experiments.vectorize.ensemble as ensemble
 
-    monkeypatch.setattr(vectorize, "SNAPSHOT_SHARE", 1.0)
+    monkeypatch.setattr(ensemble, "SNAPSHOT_SHARE", 1.0)
 
 
 @pytest.fixture
 def stop_ensemble(monkeypatch, every_epoch):
     """``stop_ensemble(signum, epoch, batch)``: ensembles get a ``StopAt`` callback (it fires once)."""
-    import experiments.vectorize as vectorize
+    import experiments.vectorize.grid as vectorize  # where run_vectorized looks train_group up
 
     real = vectorize.train_group
 
