@@ -445,12 +445,30 @@ class BasicManager:
             print(f"{where}: FAILED ({last})" + (f"; traceback in {error_txt}" if error_txt else ""))
             return "failed"
 
+    def wandb_logger(self, run_dir: RunDir, index: int, cfg: dict, run_config: dict) -> Any:
+        """Point ``index``'s WandbLogger (None when W&B is disabled): project ``logging_<experiment>``,
+        run ``<TAG>_config<i>``, id from TAG and the point's id, group = architecture; files in
+        ``wandb/`` beside ``runs/``. A vectorized member's run is made by the same call."""
+        from experiments.logging import make_wandb_logger
+
+        arch = cfg["architecture"].get("architecture_key", "model")
+        return make_wandb_logger(
+            project=f"logging_{self.experiment}",
+            name=f"{run_dir.tag}_config{index}",
+            run_id=f"{run_dir.tag}-{point_id(cfg)}".replace(".", "-"),
+            group=str(arch),
+            tags=[self.experiment, run_dir.tag, str(arch)],
+            config=run_config,
+            save_dir=str(self.runs_dir.parent),
+            mode=self.wandb_mode,
+        )
+
     def _train_point(self, run_dir: RunDir, index: int, cfg: dict) -> str:
         import pytorch_lightning as pl
 
         from core_code.lightning_multitask import LightningMultitask
         from core_code.util.lightning import DataModule
-        from experiments.logging import LoggingCallback, finish_wandb, make_wandb_logger
+        from experiments.logging import LoggingCallback, finish_wandb
 
         signals = getattr(self, "_signals", None) or SignalRecorder()
         self._last_interrupt_checkpoint = None
@@ -488,17 +506,7 @@ class BasicManager:
             if log_cb is not None and values and getattr(log_cb, "title_suffix", "absent") is None:
                 log_cb.title_suffix = describe_point(values)  # the varying values in every plot title
             state_cb = run_state_callback(self, run_dir, index, signals, lines=lines)
-            arch = cfg["architecture"].get("architecture_key", "model")
-            logger = make_wandb_logger(
-                project=f"logging_{self.experiment}",
-                name=f"{run_dir.tag}_config{index}",
-                run_id=f"{run_dir.tag}-{pid}".replace(".", "-"),
-                group=str(arch),
-                tags=[self.experiment, run_dir.tag, str(arch)],
-                config=run_config,
-                save_dir=str(self.runs_dir.parent),  # W&B files in wandb/ beside runs/
-                mode=self.wandb_mode,
-            )
+            logger = self.wandb_logger(run_dir, index, cfg, run_config)
             offline_dir = None
             if logger is not None:
                 init = getattr(logger, "_wandb_init", None)

@@ -48,22 +48,10 @@ def _member_wandb(manager: Any, run_dir: Any, index: int, cfg: dict, run_config:
                   rows: Sequence[tuple[int, dict]]) -> Optional[str]:
     """Member ``index``'s W&B run (the single run's project, name, id, group, tags and config),
     with ``rows`` logged, finished; the offline run's folder or None (online, disabled)."""
-    from experiments.logging.wandb_session import finish_wandb, log_history, make_wandb_logger
+    from experiments.logging.wandb_session import finish_wandb, log_history
     from experiments.run_control import wandb_offline_dir
-    from experiments.run_state import point_id
 
-    arch = cfg["architecture"].get("architecture_key", "model")
-    # as BasicManager._train_point makes it
-    logger = make_wandb_logger(
-        project=f"logging_{manager.experiment}",
-        name=f"{run_dir.tag}_config{index}",
-        run_id=f"{run_dir.tag}-{point_id(cfg)}".replace(".", "-"),
-        group=str(arch),
-        tags=[manager.experiment, run_dir.tag, str(arch)],
-        config=run_config,
-        save_dir=str(manager.runs_dir.parent),  # W&B files in wandb/ beside runs/
-        mode=manager.wandb_mode,
-    )
+    logger = manager.wandb_logger(run_dir, index, cfg, run_config)  # as the single run makes it
     if logger is None:
         return None
     try:
