@@ -7,6 +7,9 @@ collate, no worker processes): that is where the original lost most of its time.
 
 Shuffling uses a permutation drawn from a generator seeded with (seed, epoch), so an
 epoch's batches are reproducible and a resumed run continues with the same order.
+``resume_from(position)`` makes the next iteration continue an interrupted epoch: it
+yields that epoch's batches from the first one not yet trained (``DataModule`` asks the
+resumed Trainer's loop which one that is).
 
 The built-in loaders yield ``TaskBatch`` dicts: plain dicts of the three tensors that
 also carry their task blocks (``batch.blocks``), so the training step never searches
@@ -177,10 +180,32 @@ class _EpochLoader:
         self.seed = int(seed)
         self.epoch = 0
         self.rank, self.world_size = rank, world_size
+        self._resume: Optional[Callable[[], tuple[int, int]]] = None
 
     def set_epoch(self, epoch: int) -> None:
         """Fix the epoch whose batches the next iteration yields (for resumption)."""
         self.epoch = int(epoch)
+
+    def resume_from(self, position: Callable[[], tuple[int, int]]) -> None:
+        """Make the next iteration continue an interrupted epoch.
+
+        ``position()`` returns ``(epoch, done)``; it is called when that iteration starts
+        (at its first ``next``, not at ``iter``), and the iteration then yields batches
+        ``done, done + 1, ...`` of epoch ``epoch``. One iteration only: the next one is
+        epoch ``epoch + 1`` from its first batch. ``len()`` stays the length of a whole epoch.
+        """
+        self._resume = position
+
+    def _start(self) -> tuple[int, int]:
+        """(epoch, batches to skip) of the iteration starting now; the epoch counter moves on."""
+        skip = 0
+        if self._resume is not None:
+            position, self._resume = self._resume, None
+            epoch, skip = position()
+            self.epoch = int(epoch)
+        epoch = self.epoch
+        self.epoch += 1
+        return epoch, max(0, int(skip))
 
     def _shard(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         """This rank's share of every task's index block (all ranks: same global batch)."""
@@ -205,17 +230,35 @@ class _EpochLoader:
         return TaskBatch(self._gather(idx), blocks=blocks, global_rows=global_rows)
 
     def __iter__(self) -> Iterator[TaskBatch]:
-        # A generator: the epoch is read at the first batch, not at iter(). Lightning
-        # creates the iterator before on_train_epoch_start, where a resumed run calls set_epoch.
-        epoch = self.epoch
-        self.epoch += 1
-        yield from self._batches(epoch)
+        # A generator: the epoch (and a resume position) is read at the first batch, not at
+        # iter(). Lightning creates the iterator before on_train_epoch_start, where a resumed
+        # run calls set_epoch, and before its loop knows how many batches a resumed epoch has done.
+        epoch, skip = self._start()
+        yield from self._batches(epoch, skip)
 
-    def _batches(self, epoch: int) -> Iterator[TaskBatch]:  # pragma: no cover - abstract
+    def _batches(self, epoch: int, skip: int = 0) -> Iterator[TaskBatch]:  # pragma: no cover - abstract
+        """Epoch ``epoch``'s batches from batch ``skip`` on."""
         raise NotImplementedError
 
 
-class DeterministicLoader(_EpochLoader):
+class _LightningResumable:
+    """Lightning's resumable-loader protocol (``state_dict`` / ``load_state_dict``) for a training loader.
+
+    With it Lightning does not warn that a checkpoint from inside an epoch cannot be
+    resumed exactly. The loader keeps no position of its own in the checkpoint: a count of
+    batches yielded can be one ahead of the batches trained (a stop inside a step, or a
+    prefetching loop). ``DataModule`` takes the position from the restored loop instead
+    (``resume_from``), which counts exactly the batches Lightning continues after.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to load (see the class docstring)."""
+
+
+class DeterministicLoader(_LightningResumable, _EpochLoader):
     """Every batch holds each task's rows in proportion to the task's share of the data.
 
     An epoch has max_t ceil(n_t / b_t) batches, so every sample of every task is seen at
@@ -261,25 +304,28 @@ class DeterministicLoader(_EpochLoader):
             return torch.empty(self.num_batches, 0, dtype=torch.long)
         return torch.cat(cols, 1)
 
-    def _batches(self, epoch: int) -> Iterator[TaskBatch]:
+    def _batches(self, epoch: int, skip: int = 0) -> Iterator[TaskBatch]:
         index = self.epoch_index(epoch)
-        for k in range(self.num_batches):
+        for k in range(skip, self.num_batches):
             yield TaskBatch(self._gather(index[k]), blocks=self.batch_blocks, global_rows=self.global_rows)
 
     def chunks(self, steps: int) -> Iterator["ChunkBatch"]:
-        """The next epoch's batches, ``steps`` at a time, each chunk gathered at once."""
-        epoch = self.epoch
-        self.epoch += 1
+        """The next epoch's batches, ``steps`` at a time, each chunk gathered at once.
+
+        A resumed epoch (``resume_from``) starts at its first batch not done: pass a
+        multiple of ``steps`` (``ChunkLoader`` does) to keep the chunks of the whole epoch.
+        """
+        epoch, skip = self._start()
         index = self.epoch_index(epoch)
         rows = index.shape[1]
-        for k in range(0, self.num_batches, steps):
+        for k in range(skip, self.num_batches, steps):
             part = index[k:k + steps]
             chunk_steps = [(i * rows, (i + 1) * rows, self.batch_blocks) for i in range(len(part))]
             global_rows = None if self.global_rows is None else [self.global_rows] * len(part)
             yield ChunkBatch(self._gather(part.reshape(-1)), steps=chunk_steps, global_rows=global_rows)
 
 
-class StochasticLoader(_EpochLoader):
+class StochasticLoader(_LightningResumable, _EpochLoader):
     """One shuffled stream over all tasks' data; rows regrouped by task inside a batch."""
 
     def __init__(self, data: Batch, batch_size: int, shuffle: bool, seed: int, **kw):
@@ -290,10 +336,10 @@ class StochasticLoader(_EpochLoader):
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
-    def _batches(self, epoch: int) -> Iterator[TaskBatch]:
+    def _batches(self, epoch: int, skip: int = 0) -> Iterator[TaskBatch]:
         order = _permutation(self.n, self.shuffle, self.seed, epoch, -1)
         tasks = self.data["task_activity"]
-        for k in range(len(self)):
+        for k in range(skip, len(self)):
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
             idx = idx[torch.argsort(tasks[idx], stable=True)]
             present, counts = torch.unique_consecutive(tasks[idx], return_counts=True)
@@ -318,8 +364,8 @@ class EvalLoader(_EpochLoader):
     def _slice_blocks(self, a: int, b: int) -> dict[int, tuple[int, int]]:
         return _blocks_of([(t, min(hi, b) - max(lo, a)) for t, (lo, hi) in self.blocks.items()])
 
-    def _batches(self, epoch: int) -> Iterator[TaskBatch]:
-        for k in range(len(self)):
+    def _batches(self, epoch: int, skip: int = 0) -> Iterator[TaskBatch]:
+        for k in range(skip, len(self)):
             a, b = k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
             if self.world_size == 1:
                 yield TaskBatch({key: v[a:b] for key, v in self.data.items()}, blocks=self._slice_blocks(a, b))
@@ -332,7 +378,9 @@ class ChunkLoader:
 
     ``steps='epoch'``: a whole epoch per chunk. Loaders with a ``chunks(steps)``
     method (DeterministicLoader) gather each chunk at once; others' batches are
-    concatenated. ``set_epoch`` and the epoch counter are the wrapped loader's.
+    concatenated. ``set_epoch`` and the epoch counter are the wrapped loader's, and so is
+    ``resume_from``, whose position counts chunks here (``done`` chunks = ``done * steps``
+    batches of the wrapped loader).
     """
 
     def __init__(self, loader, steps: Union[int, str]):
@@ -354,6 +402,17 @@ class ChunkLoader:
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(epoch)
 
+    def resume_from(self, position: Callable[[], tuple[int, int]]) -> None:
+        """``resume_from`` of the wrapped loader, ``position()``'s ``done`` counted in chunks."""
+        if not hasattr(self.loader, "resume_from"):
+            raise TypeError(f"{type(self.loader).__name__} cannot resume inside an epoch (no resume_from)")
+
+        def batches() -> tuple[int, int]:
+            epoch, done = position()
+            return epoch, int(done) * self._steps()
+
+        self.loader.resume_from(batches)
+
     def __iter__(self) -> Iterator[ChunkBatch]:
         steps = self._steps()
         if hasattr(self.loader, "chunks"):
@@ -367,6 +426,16 @@ class ChunkLoader:
                 group = []
         if group:
             yield _concat(group)
+
+
+class _ResumableChunkLoader(_LightningResumable, ChunkLoader):
+    """A ``ChunkLoader`` over a loader that can continue an interrupted epoch (``resume_from``)."""
+
+
+def chunk_loader(loader, steps: Union[int, str]) -> ChunkLoader:
+    """``ChunkLoader(loader, steps)``; one Lightning counts as resumable when ``loader`` is."""
+    cls = _ResumableChunkLoader if isinstance(loader, _LightningResumable) else ChunkLoader
+    return cls(loader, steps)
 
 
 def _concat(batches: list[dict]) -> ChunkBatch:

@@ -3,6 +3,11 @@
 ``setup()`` draws the splits once (as tensors) and the loaders cut batches from them
 (see ``core_code.util.batching``). Works without a Trainer too: ``setup()`` and then
 iterate ``train_dataloader()`` to inspect the batches.
+
+A fit resumed from a checkpoint written inside an epoch continues that epoch exactly:
+its training loader yields the epoch's batches (chunks) from the first one the restored
+loop has not counted as done (``resume_position``), so the resumed run trains the same
+optimizer steps as one that was never stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from core_code.util.batching import (
     ChunkLoader,
     EvalLoader,
     TaskBatch,
+    chunk_loader,
     make_train_loader,
     task_blocks,
 )
@@ -78,6 +84,24 @@ def per_step_observers(trainer: Any, module: Any = None) -> list[str]:
     return found
 
 
+def resume_position(trainer: Any) -> tuple[int, int]:
+    """``(epoch, done)``: the epoch the fit loop trains now and the Lightning steps (batches, or
+    chunks) of it its batch counter counts as done: where the next batch must come from.
+
+    Read when a resumed fit asks for its first batch: by then Lightning has turned the
+    restored counters into the batch index it continues with (``batch_progress.current.ready``;
+    a checkpoint written in ``on_train_batch_end`` counts that batch as done, one written
+    after Lightning's SIGTERM stop has counted it already). The loaders have a length, so
+    Lightning does not prefetch them: the first batch is requested inside the epoch loop.
+    """
+    return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+
+def _restarting(trainer: Any) -> bool:
+    """True while a Trainer restores a checkpoint's loop state (its first epoch after ``ckpt_path``)."""
+    return bool(getattr(getattr(trainer, "fit_loop", None), "restarting", False))
+
+
 def resolve_steps_per_chunk(value: Union[int, str], trainer: Any, n_batches: int, config_training: Mapping,
                             module: Any = None) -> Union[int, str]:
     """``steps_per_chunk`` for this fit: ``'auto'`` becomes min(n_batches, AUTO_CHUNK_STEPS), or 1
@@ -111,6 +135,12 @@ class DataModule(pl.LightningDataModule):
     ``resolve_steps_per_chunk``; ``chunk_steps`` says what it became) chunks up to
     ``AUTO_CHUNK_STEPS`` steps unless something observes single steps
     (``per_step_observers``): then 1.
+
+    Resumed inside an epoch (``Trainer.fit(ckpt_path=...)`` with a checkpoint from the
+    middle of an epoch), the training loader continues that epoch where the checkpoint's
+    batch counter says (``resume_position``; it counts chunks when K > 1): the same
+    batches and optimizer steps as an uninterrupted run. Loaders of the 'custom'
+    strategy restart the epoch (Lightning warns that they are not resumable).
     """
 
     def __init__(self, data: Any, eval_chunk_size: Optional[int] = None,
@@ -151,9 +181,14 @@ class DataModule(pl.LightningDataModule):
         self._train_loader = make_train_loader(self.tensors["train"], cfg, self.seed, rank, world)
         trainer = getattr(self, "trainer", None)
         n = len(self._train_loader) if hasattr(self._train_loader, "__len__") else 1
+        resumable = hasattr(self._train_loader, "resume_from")
         self.chunk_steps = resolve_steps_per_chunk(self.steps_per_chunk, trainer, n, cfg)
         if self.chunk_steps != 1:
-            self._train_loader = ChunkLoader(self._train_loader, self.chunk_steps)
+            self._train_loader = chunk_loader(self._train_loader, self.chunk_steps)
+        if trainer is not None and resumable and _restarting(trainer):
+            # Where the resumed epoch goes on is known only once Lightning's loop has reset its
+            # counters: asked at the first batch (a restart at an epoch boundary gets (epoch, 0)).
+            self._train_loader.resume_from(lambda: resume_position(trainer))
         return self._train_loader
 
     def _eval_loader(self, split: str) -> EvalLoader:
