@@ -93,6 +93,20 @@ class _EpochLoss:
                 self.rows.setdefault(t, []).append(n)
         return True
 
+    def state(self) -> dict[str, dict]:
+        """The sums so far, for a checkpoint: ``{'losses': {task: 1-d CPU tensor}, 'rows': {task: [n]}}``."""
+        return {"losses": {t: torch.stack([v.detach().reshape(()) for v in vs]).cpu() for t, vs in self.losses.items()},
+                "rows": {t: [int(n) for n in self.rows[t]] for t in self.losses}}
+
+    def load(self, state: Mapping[str, Any], device: Optional[torch.device] = None) -> None:
+        """Continue from a ``state()``: the same step values, so ``compute`` gives what the
+        uninterrupted epoch gives (bit for bit on the same device)."""
+        self.reset()
+        for t, values in state.get("losses", {}).items():
+            values = torch.as_tensor(values)
+            self.losses[int(t)] = list((values if device is None else values.to(device)).unbind())
+            self.rows[int(t)] = [int(n) for n in state["rows"][t]]
+
     def compute(self, tasks: list[int], device: torch.device, strategy: Any = None,
                 world_size: int = 1) -> dict[int, float]:
         """``{task: sum(loss * n) / sum(n)}`` over the epoch (over all ranks under DDP).
@@ -218,7 +232,9 @@ class LoggingCallback(pl.Callback):
         self._val_metrics: dict[str, float] = {}  # this epoch's validation losses
         self._csv = MetricsCSV(self.out_dir / CSV_NAME) if self.out_dir is not None else None
         self._plotted: set[int] = set()
-        self._epoch: Optional[int] = None
+        self._epoch: Optional[int] = None  # the epoch being trained (whose sums self._acc['train'] holds)
+        self._epoch_state: Optional[dict] = None  # a checkpoint's unfinished epoch, until on_train_start
+        self._world = 1  # processes of the fit (the unfinished epoch is checkpointed with one only)
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------- paths
@@ -241,11 +257,22 @@ class LoggingCallback(pl.Callback):
 
     # -------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [dict(r) for r in self.history], "diverged": self.diverged}
+        """``history``, ``diverged`` and, when a checkpoint is written inside an epoch,
+        ``epoch_state``: that epoch's partial training-loss sums and its validation losses
+        if they ran already (a run resumed inside the epoch then writes the epoch's row as
+        the uninterrupted run does). One process only: under DDP each rank holds its share
+        of the sums and the checkpoint only rank 0's state, so a resumed epoch's training
+        loss there covers the batches after the resume."""
+        state: dict[str, Any] = {"history": [dict(r) for r in self.history], "diverged": self.diverged}
+        if self._epoch is not None and self._world == 1 and (self._acc["train"].losses or self._val_metrics):
+            state["epoch_state"] = {"epoch": int(self._epoch), "train": self._acc["train"].state(),
+                                    "val_metrics": dict(self._val_metrics)}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state_dict.get("history", [])]
         self.diverged = state_dict.get("diverged")
+        self._epoch_state = state_dict.get("epoch_state")  # older checkpoints have none
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -256,6 +283,8 @@ class LoggingCallback(pl.Callback):
         self._restore(trainer)
         for acc in (*self._acc.values(), *self._in_acc.values()):
             acc.reset()
+        self._epoch, self._world = trainer.current_epoch, int(getattr(trainer, "world_size", 1))
+        self._resume_epoch(trainer, pl_module)
         self._log_baselines(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -289,6 +318,7 @@ class LoggingCallback(pl.Callback):
         epoch = trainer.current_epoch
         train = self._finish_split(trainer, pl_module, "train")
         row = {"epoch": epoch, **train, **self._val_metrics}
+        self._val_metrics = {}
         self.history = [r for r in self.history if r["epoch"] != epoch] + [row]
         if trainer.is_global_zero and self._csv is not None:
             self._csv.write_row(row, self.history)
@@ -455,6 +485,19 @@ class LoggingCallback(pl.Callback):
         self._plotted = {e for e in self._plotted if e < start}
         if self.diverged is not None and self.diverged["epoch"] >= start:
             self.diverged = None
+
+    def _resume_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Take up the checkpoint's unfinished epoch (``epoch_state``) when this fit continues it.
+
+        A fit resumed inside epoch e starts with e as its current epoch (Lightning calls no
+        ``on_train_epoch_start`` for it); one resumed at an epoch boundary starts with the
+        next epoch and drops the state.
+        """
+        state, self._epoch_state = self._epoch_state, None
+        if not isinstance(state, Mapping) or state.get("epoch") != trainer.current_epoch or self._world != 1:
+            return
+        self._acc["train"].load(state.get("train") or {}, pl_module.device)
+        self._val_metrics = dict(state.get("val_metrics") or {})
 
     # ------------------------------------------------------------------ plots
     def _plot_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
