@@ -62,13 +62,15 @@ def _on_slurm() -> bool:
 class SignalRecorder:
     """Signal handlers of a grid run: record the signal, stop the running point cleanly.
 
-    SIGINT raises KeyboardInterrupt (Lightning's graceful shutdown). SIGTERM inside
-    ``Trainer.fit`` is left to Lightning (it stops at the next batch boundary, raising
-    SIGTERMException); elsewhere it raises ``Interrupted`` at once. SIGUSR1 is handled only
-    outside Slurm (on Slurm, Lightning's SLURMEnvironment registers it for checkpoint and
-    requeue, and does so only when no other handler is installed): inside fit it stops
-    the run at the next batch (``run_state_callback``). Handlers are installed only in the
-    main thread and restored afterwards.
+    Inside ``Trainer.fit`` (``graceful``) the first signal only stops the run at the next
+    batch boundary, so the checkpoint holds whole optimizer steps (a chunk of several steps
+    is never cut in half): SIGTERM is left to Lightning (SIGTERMException), SIGINT (Ctrl-C)
+    and SIGUSR1 are acted on by ``run_state_callback`` before the next batch. A second
+    Ctrl-C raises KeyboardInterrupt at once. Outside fit, SIGINT raises KeyboardInterrupt
+    and the others ``Interrupted`` at once. SIGUSR1 is handled only outside Slurm (on Slurm,
+    Lightning's SLURMEnvironment registers it for checkpoint and requeue, and does so only
+    when no other handler is installed). Handlers are installed only in the main thread and
+    restored afterwards.
     """
 
     def __init__(self) -> None:
@@ -96,10 +98,10 @@ class SignalRecorder:
         if first:
             self.received = signum
             print(f"received {signal.Signals(signum).name}: checkpointing and stopping", file=sys.stderr)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
         if self.graceful and first:
             return  # the running Trainer stops at its next batch boundary
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Interrupted(signum)
 
     def check(self) -> None:
@@ -108,8 +110,8 @@ class SignalRecorder:
             raise Interrupted(self.received)
 
     def pending_stop(self) -> Optional[int]:
-        """A received signal that Lightning does not act on by itself (not SIGTERM/SIGINT)."""
-        return self.received if self.received not in (None, signal.SIGTERM, signal.SIGINT) else None
+        """A received signal that Lightning does not act on by itself (not SIGTERM)."""
+        return self.received if self.received not in (None, signal.SIGTERM) else None
 
 
 class Heartbeat:
@@ -215,8 +217,10 @@ class RunStateCallbackMixin:
                   + (" | ".join(parts) + f" (task {', '.join(tasks)})" if parts else "no losses")
                   + f" [{time.monotonic() - self._t0:.1f} s]", flush=True)
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Stop at this batch for a signal Lightning does not act on (SIGUSR1 outside Slurm)."""
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """Stop before this batch for a signal Lightning does not act on (Ctrl-C; SIGUSR1 outside
+        Slurm). Before the next batch, not after the last one: a stop after an epoch's last batch
+        would skip that epoch's validation and epoch-end hooks (its metrics.csv row)."""
         signum = self.signals.pending_stop()
         if signum is not None:
             raise Interrupted(signum)

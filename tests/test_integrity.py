@@ -125,6 +125,25 @@ def test_interrupted_point_resumes_from_its_interrupt_checkpoint(tmp_path, capsy
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
 
 
+def test_ctrl_c_inside_fit_waits_for_the_next_batch_a_second_one_does_not(capsys):
+    from experiments.run_control import SignalRecorder as _SignalRecorder
+
+    rec = _SignalRecorder()
+    rec.graceful = True  # inside Trainer.fit
+    rec._handle(signal.SIGINT, None)  # recorded only: the run stops before its next batch
+    assert rec.pending_stop() == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        rec._handle(signal.SIGINT, None)  # insisting stops at once
+    outside = _SignalRecorder()
+    with pytest.raises(KeyboardInterrupt):
+        outside._handle(signal.SIGINT, None)
+    term = _SignalRecorder()
+    term.graceful = True
+    term._handle(signal.SIGTERM, None)
+    assert term.pending_stop() is None  # Lightning acts on SIGTERM itself
+    assert "received SIGINT: checkpointing and stopping" in capsys.readouterr().err
+
+
 def test_slurm_requeue_signal_is_left_to_lightning(monkeypatch):
     """On Slurm, SIGUSR1 stays free, so Lightning's SLURMEnvironment registers its requeue handler."""
     import pytorch_lightning as pl

@@ -321,3 +321,49 @@ def test_a_grid_point_stopped_mid_epoch_resumes_to_the_uninterrupted_run(tmp_pat
     rows, ref_rows = _rows(run_dir.point_dir(1) / "metrics.csv"), _rows(ref_dir.point_dir(1) / "metrics.csv")
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     _assert_same_rows(rows, ref_rows)
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_a_chunk_stops_at_its_end_and_resumes_exactly(tmp_path, monkeypatch):
+    """Ctrl-C during the 11th optimizer step of epoch 2 (inside a 32-step chunk): the chunk is
+    finished, the run stops before the next one (checkpoint at step 2 * 64 + 32, exit 130), and
+    the rerun ends at the uninterrupted run's weights."""
+    from core_code.lightning_multitask import LightningMultitask
+    from experiments import load_experiment
+    from experiments.run_state import RunDir
+    from experiments.util import Interrupted
+
+    manager_cls, _ = load_experiment("tinyTest")
+    settings = dict(training={"batching_strategy": "data_deterministic", "batch_size": 2},  # 64 steps an epoch
+                    trainer={"max_epochs": 4}, custom={"checkpoint_every_n_epochs": None})
+    assert _tiny_manager(tmp_path / "ref", manager_cls, **settings).run("T", [0]) == {1: "done"}
+    ref_dir = RunDir(tmp_path / "ref", "T")
+
+    real, steps, armed = LightningMultitask._optimize, [0], [True]
+
+    def optimize(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        steps[0] += 1
+        if armed[0] and steps[0] == 2 * 64 + 11:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(LightningMultitask, "_optimize", optimize)
+    m = _tiny_manager(tmp_path / "runs", manager_cls, **settings)
+    with pytest.raises(Interrupted) as stop:
+        m.run("T", [0])
+    assert stop.value.exit_code == 130
+    run_dir = RunDir(tmp_path / "runs", "T")
+    assert run_dir.summary(1)["status"] == "interrupted" and run_dir.summary(1)["signal"] == "SIGINT"
+    ckpt = torch.load(run_dir.point_dir(1) / "checkpoints" / "interrupted.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["global_step"] == 2 * 64 + 32 and steps[0] == 2 * 64 + 32  # the whole chunk, then the stop
+    armed[0] = False
+    assert m.run("T", [0]) == {1: "done"}
+    final = torch.load(run_dir.point_dir(1) / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)
+    ref = torch.load(ref_dir.point_dir(1) / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)
+    assert final["global_step"] == ref["global_step"] == 4 * 64
+    diff = max(float((final["state_dict"][k] - v).abs().max()) for k, v in ref["state_dict"].items())
+    scale = max(float(v.abs().max()) for v in ref["state_dict"].values())
+    assert diff / scale <= REL
+    _assert_same_rows(_rows(run_dir.point_dir(1) / "metrics.csv"), _rows(ref_dir.point_dir(1) / "metrics.csv"))
