@@ -166,6 +166,7 @@ class RunStateCallbackMixin:
         self.manager, self.run_dir, self.index, self.signals = manager, run_dir, index, signals
         self.lines = lines  # print one line per epoch (instead of a progress bar)
         self._t0 = time.monotonic()
+        self._in_batch = False  # inside a training step (a chunk of optimizer steps)
 
     def _save(self, trainer: Any, why: str) -> None:
         path = self.run_dir.point_dir(self.index) / "checkpoints" / INTERRUPT_CHECKPOINT
@@ -224,13 +225,26 @@ class RunStateCallbackMixin:
         signum = self.signals.pending_stop()
         if signum is not None:
             raise Interrupted(signum)
+        self._in_batch = True
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._in_batch = False
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """Checkpoint a run stopped by a signal, Ctrl-C or sys.exit (so a rerun resumes it)."""
+        """Checkpoint a run stopped by a signal, Ctrl-C or sys.exit (so a rerun resumes it).
+
+        Not when it stopped inside a training step (a second Ctrl-C, an exit from a hook):
+        the weights would hold part of the step's optimizer steps while the loop counts none,
+        and a resume would repeat them; the rerun resumes from the last whole checkpoint.
+        """
         if not isinstance(exception, (KeyboardInterrupt, SystemExit, Interrupted)):
             return
         if isinstance(exception, KeyboardInterrupt) and trainer.world_size > 1:
             return  # ranks stop at different points: a collective save could hang
+        if self._in_batch:
+            print(f"[{self.run_dir.tag}] config {self.index}: stopped inside a training step: no "
+                  f"{INTERRUPT_CHECKPOINT} (a rerun resumes from the last whole checkpoint)", file=sys.stderr)
+            return
         self._save(trainer, type(exception).__name__)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:

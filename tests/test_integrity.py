@@ -564,3 +564,31 @@ def test_runs_dir_that_is_a_file_exit_2(tmp_path, capsys):
     assert run_main(tmp_path, "--experimentbatch_name", "T") == 2
     err = capsys.readouterr().err
     assert "--runs_dir" in err and "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_a_stop_inside_a_training_step_writes_no_partial_checkpoint(tmp_path, capsys):
+    """A second Ctrl-C (KeyboardInterrupt at once) inside a training step: the weights hold part
+    of the step's optimizer steps, so no interrupted.ckpt; at a batch boundary there is one."""
+    from experiments.run_control import SignalRecorder as _SignalRecorder
+    from experiments.run_control import run_state_callback
+
+    class Trainer:  # what on_exception reads
+        world_size = 1
+
+        def __init__(self):
+            self.saved = []
+
+        def save_checkpoint(self, path):
+            self.saved.append(path)
+
+    run_dir = RunDir(tmp_path / "runs", "T")
+    import types
+
+    cb = run_state_callback(types.SimpleNamespace(), run_dir, 1, _SignalRecorder())
+    trainer = Trainer()
+    cb.on_train_batch_start(trainer, None, None, 0)
+    cb.on_exception(trainer, None, KeyboardInterrupt())
+    assert trainer.saved == [] and "stopped inside a training step: no interrupted.ckpt" in capsys.readouterr().err
+    cb.on_train_batch_end(trainer, None, None, None, 0)
+    cb.on_exception(trainer, None, KeyboardInterrupt())
+    assert [p.name for p in trainer.saved] == ["interrupted.ckpt"]
