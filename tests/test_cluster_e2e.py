@@ -232,11 +232,11 @@ def test_tag_used_with_another_grid_is_refused(cluster):
                        capture_output=True, env=cluster.env)
     cluster.write_settings()
     last_job = max(cluster.jobs, default=0)
-    for args in ([], ["--missing"]):
-        r = cluster.script("run_remote.sh", tag, "--experiment", "compositeSine", *args)
-        assert r.returncode == 2, r.stdout + r.stderr
-        assert "choose a new TAG" in r.stderr
-        assert "job id:" not in r.stdout
+    # (with --missing the script takes the same remote check, main.py --missing TAG)
+    r = cluster.script("run_remote.sh", tag, "--experiment", "compositeSine")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "choose a new TAG" in r.stderr
+    assert "job id:" not in r.stdout
     queued = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split()
     assert all(int(j) <= last_job for j in queued), queued
 
