@@ -197,21 +197,6 @@ def test_non_finite_loss_stops_and_names_task_and_epoch(tmp_path, caplog):
 
 
 # -------------------------------------------------------------------------- W&B
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """No login, every W&B path under tmp_path, and no reachable server."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for key in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL"):
-        monkeypatch.delenv(key, raising=False)
-    for key, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
-        monkeypatch.setenv(key, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    return home
-
-
 def test_wandb_modes(wandb_env, tmp_path, monkeypatch):
     assert resolve_wandb_mode(None) == "offline"
     assert make_wandb_logger("p", "n", "id", "g", [], {}, tmp_path, mode="disabled") is None

@@ -139,21 +139,6 @@ def stop_ensemble(monkeypatch, every_epoch):
 
 
 # ------------------------------------------------------------------- W&B files
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """No login, every W&B path under tmp_path, and no reachable server."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for key in ("WANDB_API_KEY", "WANDB_MODE", "NETRC", "WANDB_BASE_URL"):
-        monkeypatch.delenv(key, raising=False)
-    for key, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
-        monkeypatch.setenv(key, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    return home
-
-
 def wandb_records(run_folder: Path):
     """The records of an offline run's ``.wandb`` file (a LevelDB-style log of protobuf records)."""
     from wandb.proto import wandb_internal_pb2 as pb
