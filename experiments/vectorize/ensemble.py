@@ -101,6 +101,7 @@ def _build_member(manager: Any, cfg: dict) -> tuple[Any, Any, int]:
 
 def _in_domain(datas: Sequence[Any], dm: Any) -> tuple[dict, list[dict]]:
     """Per split and task the members' in-box row masks; per member the boxes."""
+    from core_code.util.batching import task_blocks
     from experiments.logging.callback import in_box, training_box
 
     boxes = [{int(t): b for t in getattr(d, "all_tasks", []) if (b := training_box(d, int(t))) is not None}
@@ -108,8 +109,6 @@ def _in_domain(datas: Sequence[Any], dm: Any) -> tuple[dict, list[dict]]:
     masks: dict[str, dict[int, list]] = {}
     for split in ("val", "test"):
         tensors = dm.split(split)
-        from core_code.util.batching import task_blocks
-
         for t, (a, b) in task_blocks(tensors[0]["task_activity"]).items():
             if all(t in bx for bx in boxes):
                 masks.setdefault(split, {})[t] = [in_box(ts["x"][a:b], bx[t]) for ts, bx in zip(tensors, boxes)]
@@ -142,7 +141,6 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
     run, exactly (None when the first epoch had not ended), or 'diverged'.
     """
     import pytorch_lightning as pl
-    import torch
 
     from core_code.util.lightning_compat import batches_that_stepped
     from core_code.util.trainer_config import init_config_trainer
@@ -191,9 +189,7 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
             else:
                 on_interrupt(stopped, stop)
         raise
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer.save_checkpoint(Path(tmp) / "ensemble.ckpt", weights_only=False)
-        base = torch.load(Path(tmp) / "ensemble.ckpt", map_location="cpu", weights_only=False)
+    base = _dump_checkpoint(trainer)  # in memory: what save_checkpoint would write
     test_step = batches_that_stepped(trainer)
     results = []
     for k in range(len(configs)):
@@ -205,9 +201,10 @@ def train_group(manager: Any, configs: Sequence[dict], trainer_config: Optional[
         else:
             epochs, global_step = trainer.current_epoch, trainer.global_step
         test = module.test_metrics[k] if tested and div is None else None
-        results.append(group.result(k, base, status, note, epochs, global_step, test=test,
-                                    test_step=test_step, test_epoch=trainer.current_epoch))
-        results[-1].steps_per_chunk = getattr(dm, "chunk_steps", None)
+        result = group.result(k, base, status, note, epochs, global_step, test=test,
+                              test_step=test_step, test_epoch=trainer.current_epoch)
+        result.steps_per_chunk = dm.chunk_steps
+        results.append(result)
     return results
 
 
@@ -375,8 +372,8 @@ def _ensemble_class() -> type:
         Taken after the module's own epoch-end hook (the epoch's histories and divergences
         are recorded), where a single run's epoch-end ``ModelCheckpoint`` saves: a member
         cut from it resumes as a single run at the next epoch, exactly. A stopped ensemble
-        resumes from it; a mid-epoch state cannot: a resumed single run would start the
-        epoch's batches from the first one again (its loaders are not resumable mid-epoch).
+        resumes from it, not from the state where it stopped: a signal stops an ensemble at
+        once, possibly inside an optimizer step, so only an epoch-end state is whole.
 
         Taken at the first epoch's end, then whenever the time since the last one is at
         least ``1 / SNAPSHOT_SHARE`` times what the last one took: every epoch unless

@@ -158,9 +158,10 @@ def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices:
     results: dict[int, str] = {}
     fresh = [i for i in indices if _is_fresh(run_dir, i, configs[i])]
     sub = [configs[i] for i in fresh]
-    groups = [[fresh[j] for j in g] for g in group_points(sub)] if sub else []
+    sub_groups = group_points(sub) if sub else []
+    groups = [[fresh[j] for j in g] for g in sub_groups]
     if groups:
-        print(f"[{run_dir.tag}] vectorized groups:\n" + describe_groups(sub, group_points(sub)))
+        print(f"[{run_dir.tag}] vectorized groups:\n" + describe_groups(sub, sub_groups))
     alone = [i for i in indices if i not in fresh] + [g[0] for g in groups if len(g) == 1]
     tc = manager.trainer_config()
     for group in (g for g in groups if len(g) > 1):
@@ -188,7 +189,7 @@ def run_vectorized(manager: Any, run_dir: Any, configs: Sequence[dict], indices:
             stopped: list[list[MemberResult]] = []  # the members' results when a stop ends the ensemble
             try:
                 logging = [_member_logging(manager, configs[i], run_dir.point_dir(i + 1), i + 1) for i in members]
-                out = train_group(manager, [configs[i] for i in members], manager.trainer_config(),
+                out = train_group(manager, [configs[i] for i in members], tc,
                                   hyper_parameters=[jsonable(rc) for rc in run_configs],
                                   logging_state_key=logging[0][1],
                                   callbacks=[heartbeat_callback(run_dir, [i + 1 for i in members])],
