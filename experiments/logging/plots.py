@@ -151,8 +151,13 @@ def predict(trainer: Any, pl_module: Any, data: dict) -> dict[int, torch.Tensor]
 
     In eval mode, without gradients, under the Trainer's precision context, in chunks.
     """
+    return predict_model(pl_module, data, forward_context(trainer))
+
+
+def forward_context(trainer: Any) -> Optional[Callable[[], ContextManager[Any]]]:
+    """The Trainer's precision plugin's ``forward_context`` (None without a plugin)."""
     plugin = getattr(trainer.strategy, "precision_plugin", None)
-    return predict_model(pl_module, data, plugin.forward_context if plugin is not None else None)
+    return plugin.forward_context if plugin is not None else None
 
 
 def predict_model(pl_module: Any, data: dict,
@@ -220,9 +225,8 @@ class Panel:
 def panels(trainer: Any, pl_module: Any) -> list[Panel]:
     """One ``Panel`` per task and active output dimension (reads ``trainer.datamodule.tensors``;
     needs a non-empty 'val')."""
-    plugin = getattr(trainer.strategy, "precision_plugin", None)
     return model_panels(pl_module, trainer.datamodule.tensors, getattr(trainer.datamodule, "data", None),
-                        plugin.forward_context if plugin is not None else None)
+                        forward_context(trainer))
 
 
 def model_panels(pl_module: Any, tensors: Mapping[str, dict], data: Any,

@@ -472,11 +472,10 @@ def _plots_callback(configs: Sequence[dict], specs: Sequence[Optional[MemberPlot
                 return
             spec = self.specs[k]
             lm = LightningMultitask(module.member_model(k), **configs[k]["training"]).to(module.device)
-            plugin = getattr(trainer.strategy, "precision_plugin", None)
             images: dict[str, Path] = {}
             # file names and titles count epochs trained (1-based), as the single run's
             for key, name, fig in plots.model_snapshot_figures(lm, tensors, data, epoch + 1, spec.title_suffix,
-                                                               plugin.forward_context if plugin else None):
+                                                               plots.forward_context(trainer)):
                 stem = Path(spec.out_dir) / plots.PLOT_DIR / name
                 plots.save_figure(fig, stem)
                 images[key] = stem.with_suffix(".png")
