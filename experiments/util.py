@@ -506,12 +506,8 @@ class BasicManager:
             if log_cb is not None and values and getattr(log_cb, "title_suffix", "absent") is None:
                 log_cb.title_suffix = describe_point(values)  # the varying values in every plot title
             state_cb = run_state_callback(self, run_dir, index, signals, lines=lines)
-            logger = self.wandb_logger(run_dir, index, cfg, run_config)
+            logger = self.wandb_logger(run_dir, index, cfg, run_config)  # unset 'anonymous' already dropped
             offline_dir = None
-            if logger is not None:
-                init = getattr(logger, "_wandb_init", None)
-                if isinstance(init, dict) and init.get("anonymous") is None:
-                    init.pop("anonymous", None)  # W&B warns that the (unset) setting has no effect
             try:
                 signals.graceful = True
                 try:
