@@ -39,10 +39,6 @@ PER_STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backw
                   "on_before_optimizer_step", "on_before_zero_grad")
 
 
-def _overrides(obj: Any, base: type, hook: str) -> bool:
-    return getattr(type(obj), hook, None) is not getattr(base, hook, None)
-
-
 def _takes_chunks(obj: Any) -> bool:
     """True when the class that defines ``obj``'s ``training_step`` declares ``takes_chunks = True``."""
     for cls in type(obj).__mro__:
@@ -63,18 +59,19 @@ def per_step_observers(trainer: Any, module: Any = None) -> list[str]:
     1.0) and ``limit_train_batches`` other than 1.0 count batches, so they count too.
     """
     from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, Timer
+    from pytorch_lightning.utilities.model_helpers import is_overridden
 
     module = trainer.lightning_module if module is None else module
     found = []
     if not _takes_chunks(module):
         found.append(f"{type(module).__name__}.training_step (takes one batch)")
-    found += [f"{type(module).__name__}.{h}" for h in PER_STEP_HOOKS if _overrides(module, pl.LightningModule, h)]
+    found += [f"{type(module).__name__}.{h}" for h in PER_STEP_HOOKS if is_overridden(h, module, pl.LightningModule)]
     for cb in trainer.callbacks:
         if getattr(cb, "takes_chunks", False) or isinstance(cb, (ProgressBar, Timer)):
             continue
         if isinstance(cb, ModelCheckpoint) and not checkpoint_every_n_train_steps(cb):
             continue
-        found += [f"{type(cb).__name__}.{h}" for h in PER_STEP_HOOKS if _overrides(cb, pl.Callback, h)]
+        found += [f"{type(cb).__name__}.{h}" for h in PER_STEP_HOOKS if is_overridden(h, cb, pl.Callback)]
     vci = trainer.val_check_interval
     if isinstance(vci, int) and not isinstance(vci, bool) or (isinstance(vci, float) and vci != 1.0):
         found.append(f"val_check_interval={vci!r}")
