@@ -248,6 +248,65 @@ def test_forward_impls_match_the_members():
         StackedModel([models[0], other], impl="vmap")
 
 
+@pytest.mark.parametrize("d_in,d_out", [(1, 1), (1, 7), (3, 4), (2, 20)])
+def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out):
+    """One-input layers (a broadcast product), narrow outputs (computed transposed), per-member
+    forward and bias multipliers (members with other abc exponents and bias_tune), no-bias
+    layers: every impl, the member-by-member evaluation and ``forward_shared`` give each
+    member's own outputs, and the batched forward its gradients."""
+    torch.manual_seed(0)
+    archs = [dict(d_in=d_in, d_out=d_out), dict(d_in=d_in, d_out=d_out, parametrization="NTK", bias_tune=0.3),
+             dict(d_in=d_in, d_out=d_out, bias_tune=2.0)]
+    models = [create_model(**point(arch=a)["architecture"]) for a in archs]
+    models[2].layers[1].bias = None  # a layer without bias, in one member...
+    for m in models[:2]:
+        m.layers[1].bias = None  # ...and, for equal shapes, in every member
+    x = torch.randn(3, 6, d_in)
+    singles = torch.stack([m(x[k]) for k, m in enumerate(models)])
+    for impl in ("bmm", "loop"):
+        st = StackedModel(models, impl=impl)
+        assert torch.allclose(st(x), singles, rtol=1e-5, atol=1e-6), impl
+        grads = torch.autograd.grad(st(x).square().sum(), [p for _, p in st.named_stacked()])
+        for k, m in enumerate(models):
+            ref = torch.autograd.grad(m(x[k]).square().sum(), list(m.parameters()))
+            for (name, _), g, r in zip(st.named_stacked(), grads, ref):
+                assert torch.allclose(st.to_member(name, g[k]), r, rtol=1e-5, atol=1e-6), (impl, k, name)
+    st = StackedModel(models)
+    rows = torch.randn(MEMBERWISE_MIN_ROWS + 1, d_in)
+    with torch.no_grad():
+        ref = torch.stack([m(rows) for m in models])
+        assert torch.allclose(st(rows.expand(3, *rows.shape)), ref, rtol=1e-5, atol=1e-6)  # member by member
+        assert torch.allclose(st.forward_shared(rows), ref, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(st.forward_shared(rows[:4]), ref[:, :4], rtol=1e-5, atol=1e-6)  # batched
+    narrow = [i for i in range(st.depth) if st._narrow(i)]
+    assert narrow == ([st.depth - 1] if 1 < d_out < 16 else [])
+    assert st.member_state_dict(1)[f"layers.{st.depth - 1}.weight"].shape == (d_out, 16)
+
+
+def test_shared_rows_deduplicate_tasks_evaluated_on_the_same_points(monkeypatch):
+    from core_code.vectorized.data import shared_rows
+
+    x = torch.linspace(-1, 1, 5).unsqueeze(1)
+    xs = torch.cat([x, x, x[:3]])  # task 0 and task 1 on the same 5 points, task 2 on 3 of them
+    blocks = {0: (0, 5), 1: (5, 10), 2: (10, 13)}
+    rows, inverse = shared_rows([xs, xs.clone()], blocks)
+    assert rows.shape == (8, 1) and torch.equal(rows[inverse], xs)  # 13 rows, 8 computed
+    assert shared_rows([xs, xs + 1], blocks) is None  # members with other points: no sharing
+    # the ensemble evaluates the distinct points of its two tasks once (validation: 32 of 64 rows),
+    # and its validation losses are those of the full rows
+    shapes = []
+    forward_shared = StackedModel.forward_shared
+    monkeypatch.setattr(StackedModel, "forward_shared", lambda self, x: shapes.append(tuple(x.shape))
+                        or forward_shared(self, x))
+    cfgs = [point(seed=s) for s in (1, 2)]
+    results = train_group(Builder(), cfgs, {**QUIET_TRAINER, "max_epochs": 1})
+    assert shapes == [(32, 1), (16, 1)]  # validation (2 x 32 rows), test (2 x 16)
+    for cfg, res in zip(cfgs, results):
+        _, cb, _ = single_run(cfg, epochs=1)
+        for key in ("validation/loss_task_0", "validation/loss_task_1"):
+            assert math.isclose(res.history[-1][key], cb.history[-1][key], rel_tol=L_RTOL), key
+
+
 class _StepObserver(pl.Callback):
     def __init__(self):
         self.steps = []

@@ -92,6 +92,7 @@ class VectorizedMultitask(pl.LightningModule):
         self.in_domain_masks: dict[str, dict[int, list[torch.Tensor]]] = {}
         self._masked: dict[str, dict[int, list]] = {"val": {}, "test": {}}
         self._steps_done = 0
+        self._task_ids: dict[tuple, torch.Tensor] = {}
         self.test_metrics: list[dict[str, float]] = [{} for _ in range(self.K)]
         self.optimizer_tasks: Optional[list[int]] = None
         self._opts: Optional[list[EnsembleOptimizer]] = None
@@ -137,8 +138,9 @@ class VectorizedMultitask(pl.LightningModule):
         """``(K, B, d_in) -> (K, B, d_out)``."""
         return self.ensemble(x)
 
-    def _losses(self, x: torch.Tensor, y: torch.Tensor, blocks: Blocks) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-        out = self.ensemble(x)
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, blocks: Blocks,
+                out: Optional[torch.Tensor] = None) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        out = self.ensemble(x) if out is None else out
         return {t: self._batched(t)(out[:, a:b], y[:, a:b]) for t, (a, b) in blocks.items()}, out
 
     # ------------------------------------------------------------ optimizers
@@ -184,16 +186,16 @@ class VectorizedMultitask(pl.LightningModule):
 
     def _check_steps(self, losses: dict[int, torch.Tensor]) -> None:
         """Freeze members whose loss is not finite (device ops only; recorded at epoch end)."""
-        ok = self.active.clone()
-        for t, v in losses.items():
-            finite = torch.isfinite(v.detach())
-            newly = ok & ~finite
-            self.bad_task.copy_(torch.where(newly & (self.bad_task < 0), torch.full_like(self.bad_task, t),
-                                            self.bad_task))
-            ok = ok & finite
-        newly = self.active & ~ok
+        tasks = list(losses)
+        finite = torch.isfinite(torch.stack([losses[t].detach() for t in tasks]))  # (tasks, K)
+        newly = self.active & ~finite.all(0)
+        key = (tuple(tasks), finite.device)
+        if key not in self._task_ids:
+            self._task_ids[key] = torch.tensor(tasks, device=finite.device)
+        first_bad = self._task_ids[key][(~finite).to(torch.uint8).argmax(0)]  # the first non-finite task
+        self.bad_task.copy_(torch.where(newly, first_bad, self.bad_task))
         self.bad_step.copy_(torch.where(newly, torch.full_like(self.bad_step, self._steps_done), self.bad_step))
-        self.active.copy_(ok)
+        self.active.copy_(self.active & ~newly)
         for opt in self._opts or []:
             opt.reset_members(newly)
 
@@ -264,8 +266,13 @@ class VectorizedMultitask(pl.LightningModule):
         out = {}
         masks = self.in_domain_masks.get(split, {})
         self._masked[split] = {}
+        rows = batch["x"].shape[1]
         for a, b, blocks in batch.steps:
-            losses, preds = self._losses(batch["x"][:, a:b], batch["y"][:, a:b], blocks)
+            out = None
+            if batch.shared is not None and (a, b) == (0, rows):  # one forward per distinct row
+                distinct, inverse = batch.shared
+                out = self.ensemble.forward_shared(distinct).index_select(1, inverse)
+            losses, preds = self._losses(batch["x"][:, a:b], batch["y"][:, a:b], blocks, out)
             for t, v in losses.items():
                 self._acc[split].setdefault(t, []).append((v, blocks[t][1] - blocks[t][0]))
             for t, (lo, hi) in blocks.items():
@@ -372,9 +379,14 @@ class VectorizedMultitask(pl.LightningModule):
         model.load_state_dict({n: v.cpu() for n, v in self.ensemble.member_state_dict(k).items()})
         return model
 
-    def member_optimizer_states(self, k: int, model: Optional[nn.Module] = None) -> list[dict]:
-        """The state_dicts of the optimizers a single ``LightningMultitask`` of member k holds."""
-        model = model if model is not None else self.member_model(k)
+    def member_optimizer_states(self, k: int) -> list[dict]:
+        """The state_dicts of the optimizers a single ``LightningMultitask`` of member k holds.
+
+        Built on member k's template (meta device): its parameter groups are the single
+        run's (``make_optimizer``: abc multipliers, per-task learning rates); the state
+        tensors are member k's slices, on the CPU.
+        """
+        model = self.ensemble.templates[k]
         cfg = self.configs[k]
         by_id = {id(p): n for n, p in model.named_parameters()}
         opts = self.configure_optimizers()
@@ -393,8 +405,7 @@ class VectorizedMultitask(pl.LightningModule):
             ordered = [p for g in single.param_groups for p in g["params"]]
             sd["state"] = {i: {key: v.cpu() for key, v in member[by_id[id(p)]].items()}
                            for i, p in enumerate(ordered) if by_id[id(p)] in member}
-            single.load_state_dict(sd)  # checks the layout
-            out.append(single.state_dict())
+            out.append(sd)
         return out
 
     # ------------------------------------------------------------ checkpoint

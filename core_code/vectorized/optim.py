@@ -52,7 +52,9 @@ class EnsembleOptimizer(torch.optim.Optimizer):
     ``lrs[i]`` is a (K,) tensor for ``params[i]`` (broadcast over the member's slice). The
     update of member k equals ``torch.optim.<rule>`` with that member's learning rate
     (torch's defaults otherwise); ``active`` (a (K,) bool tensor, shared with the module)
-    zeroes the updates of frozen members. The step is written with plain tensor ops.
+    freezes members: their gradients become 0 (their Adam state is zeroed by
+    ``reset_members``, so the update is 0) and AdamW's decay skips them. The step is
+    written with plain tensor ops.
     """
 
     def __init__(self, params: Sequence[nn.Parameter], rule: str, lrs: Sequence[torch.Tensor],
@@ -67,12 +69,11 @@ class EnsembleOptimizer(torch.optim.Optimizer):
         self._lr_views: Optional[list[torch.Tensor]] = None
 
     def _views(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per parameter: lr_k * active_k shaped (K, 1, ..., 1) on the parameter's device."""
+        """Per parameter: lr_k shaped (K, 1, ..., 1) on the parameter's device."""
         if self._lr_views is None or self._lr_views[0].device != params[0].device:
             self._lr_views = [lr.to(p.device, p.dtype).view(-1, *([1] * (p.dim() - 1)))
                               for lr, p in zip(self._lrs, params)]
-        act = self.active.to(params[0].device, params[0].dtype)
-        return [lr * act.view(-1, *([1] * (lr.dim() - 1))) for lr in self._lr_views]
+        return self._lr_views
 
     def set_lrs(self, lrs: Sequence[torch.Tensor]) -> None:
         """Replace the (K,) learning rates (e.g. after loading a checkpoint)."""
@@ -109,12 +110,14 @@ class EnsembleOptimizer(torch.optim.Optimizer):
             grads.append(p.grad.masked_fill_(frozen.to(p.device).view(-1, *([1] * (p.dim() - 1))), 0.0))
         lrs = self._views(params)
         if self.rule == "SGD":
-            for p, g, lr in zip(params, grads, lrs):
-                p.addcmul_(g, lr, value=-1.0)
+            torch._foreach_addcmul_(params, grads, lrs, value=-1.0)
             return
         beta1, beta2 = group["betas"]
         eps, wd = group["eps"], group["weight_decay"]
-        for p, g, lr in zip(params, grads, lrs):
+        if self.rule == "AdamW" and wd:  # no decay of frozen members
+            act = self.active.to(params[0].device, params[0].dtype)
+            decays = [lr * act.view(-1, *([1] * (lr.dim() - 1))) for lr in lrs]
+        for i, (p, g, lr) in enumerate(zip(params, grads, lrs)):
             st = self.state[p]
             if not st:
                 st["step"] = torch.zeros((), dtype=torch.float32)
@@ -123,7 +126,7 @@ class EnsembleOptimizer(torch.optim.Optimizer):
             st["step"] += 1
             step = float(st["step"])
             if self.rule == "AdamW" and wd:
-                p.mul_(1 - lr * wd)
+                p.mul_(1 - decays[i] * wd)
             m, v = st["exp_avg"], st["exp_avg_sq"]
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)

@@ -228,8 +228,7 @@ class _Group:
         if test:
             final.update(test)
         final.update(self.baselines[k])
-        model = module.member_model(k)
-        opt_states = module.member_optimizer_states(k, model)
+        opt_states = module.member_optimizer_states(k)
         state_dict = module.member_state_dict(k)
         ckpt = None
         if div is None and base is not None:
