@@ -15,8 +15,8 @@ that differ only in ``seed`` (custom seed: data draws, init, batch order), ``--e
   experiment's ``LoggingCallback`` without plots, a quiet Trainer); (c) K separate
   processes, estimated as K x (process start of ``python -c "import torch,
   pytorch_lightning"``, measured, + one point of (b)). Prints seconds and speed-ups.
-- ``impl``: ``train_group`` with the forward as batched matmuls (``baddbmm``), one
-  ``addmm`` per member (``loop``) and ``vmap(functional_call)``, at each size.
+- ``impl``: ``train_group`` with the forward as batched matmuls (``baddbmm``) and as
+  ``vmap(functional_call)``, at each size.
 - ``mem``: peak resident memory (VmHWM) of fresh processes: imports only, one point, and
   the K-point ensemble (2 epochs each); checks K-member <= K x (single - imports) + imports.
 """
@@ -141,7 +141,7 @@ def section_time(sizes, points: int, epochs: int, repeats: int) -> None:
 
 
 def section_impl(sizes, points: int, epochs: int) -> None:
-    impls = ("bmm", "loop", "vmap")
+    impls = ("bmm", "vmap")
     for w, d in sizes:
         cfgs = configs(w, d, points)
         for impl in impls:

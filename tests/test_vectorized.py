@@ -112,7 +112,7 @@ def assert_member_equals_single(result, cfg: dict, epochs: int = EPOCHS) -> floa
 
 
 # ------------------------------------------------------------------ equivalence
-@pytest.mark.parametrize("impl,chunk", [("auto", "auto"), ("loop", 1)])
+@pytest.mark.parametrize("impl,chunk", [("auto", "auto"), ("bmm", 1)])
 def test_sgd_members_equal_single_runs(impl, chunk):
     cfgs = [point(seed=1, learning_rate=0.05, steps_per_chunk=chunk),
             point(seed=2, learning_rate=0.01, arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5},
@@ -224,7 +224,6 @@ def test_forward_impls_match_the_members():
     singles = torch.stack([m(x[k]) for k, m in enumerate(models)])
     assert torch.allclose(bmm(x), singles, rtol=1e-6, atol=1e-7)
     assert torch.allclose(vm(x), singles, rtol=1e-6, atol=1e-7)
-    assert torch.allclose(StackedModel(models, impl="loop")(x), singles, rtol=1e-6, atol=1e-7)
     # CPU evaluation of many rows goes member by member through all layers (same values)
     big = torch.randn(3, MEMBERWISE_MIN_ROWS + 1, 1)
     calls = []
@@ -252,8 +251,8 @@ def test_forward_impls_match_the_members():
 def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out):
     """One-input layers (a broadcast product), narrow outputs (computed transposed), per-member
     forward and bias multipliers (members with other abc exponents and bias_tune), no-bias
-    layers: every impl, the member-by-member evaluation and ``forward_shared`` give each
-    member's own outputs, and the batched forward its gradients."""
+    layers: the batched forward, the member-by-member evaluation and ``forward_shared`` give
+    each member's own outputs, and the batched forward its gradients."""
     torch.manual_seed(0)
     archs = [dict(d_in=d_in, d_out=d_out), dict(d_in=d_in, d_out=d_out, parametrization="NTK", bias_tune=0.3),
              dict(d_in=d_in, d_out=d_out, bias_tune=2.0)]
@@ -263,15 +262,13 @@ def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out)
         m.layers[1].bias = None  # ...and, for equal shapes, in every member
     x = torch.randn(3, 6, d_in)
     singles = torch.stack([m(x[k]) for k, m in enumerate(models)])
-    for impl in ("bmm", "loop"):
-        st = StackedModel(models, impl=impl)
-        assert torch.allclose(st(x), singles, rtol=1e-5, atol=1e-6), impl
-        grads = torch.autograd.grad(st(x).square().sum(), [p for _, p in st.named_stacked()])
-        for k, m in enumerate(models):
-            ref = torch.autograd.grad(m(x[k]).square().sum(), list(m.parameters()))
-            for (name, _), g, r in zip(st.named_stacked(), grads, ref):
-                assert torch.allclose(st.to_member(name, g[k]), r, rtol=1e-5, atol=1e-6), (impl, k, name)
     st = StackedModel(models)
+    assert torch.allclose(st(x), singles, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(st(x).square().sum(), [p for _, p in st.named_stacked()])
+    for k, m in enumerate(models):
+        ref = torch.autograd.grad(m(x[k]).square().sum(), list(m.parameters()))
+        for (name, _), g, r in zip(st.named_stacked(), grads, ref):
+            assert torch.allclose(st.to_member(name, g[k]), r, rtol=1e-5, atol=1e-6), (k, name)
     rows = torch.randn(MEMBERWISE_MIN_ROWS + 1, d_in)
     with torch.no_grad():
         ref = torch.stack([m(rows) for m in models])

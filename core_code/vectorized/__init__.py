@@ -45,9 +45,9 @@ from core_code.vectorized.data import EnsembleBatch, EnsembleLoader, VectorizedD
 from core_code.vectorized.members import MEMBER_KEYS, _aggregation_name, check_members, per_task_optimizers
 from core_code.vectorized.module import METRIC_PREFIX, VectorizedMultitask, in_domain_name, metric_name
 from core_code.vectorized.optim import VECTORIZABLE_RULES, EnsembleOptimizer, member_lr_tensors
-from core_code.vectorized.stacked import LOOP_MIN_WIDTH, MEMBERWISE_MIN_ROWS, StackedModel
+from core_code.vectorized.stacked import MEMBERWISE_MIN_ROWS, StackedModel
 
 __all__ = ["VectorizedMultitask", "VectorizedDataModule", "StackedModel", "EnsembleOptimizer", "EnsembleLoader",
            "EnsembleBatch", "check_members", "per_task_optimizers", "member_lr_tensors", "metric_name",
-           "in_domain_name", "MEMBER_KEYS", "METRIC_PREFIX", "VECTORIZABLE_RULES", "LOOP_MIN_WIDTH",
+           "in_domain_name", "MEMBER_KEYS", "METRIC_PREFIX", "VECTORIZABLE_RULES",
            "MEMBERWISE_MIN_ROWS", "_aggregation_name"]

@@ -58,8 +58,7 @@ class VectorizedMultitask(pl.LightningModule):
 
     ``models``: one ``nn.Module`` per member (same parameter shapes); ``configs_training``:
     one training config per member (``check_members``). ``impl``: 'auto' (abcMLP: batched
-    matmuls, on the CPU from width ``LOOP_MIN_WIDTH`` one addmm per member; others: vmap),
-    'bmm', 'loop' or 'vmap'. ``takes_chunks``: an ``EnsembleBatch`` may hold several
+    matmuls; others: vmap), 'bmm' or 'vmap'. ``takes_chunks``: an ``EnsembleBatch`` may hold several
     optimizer steps (``steps_per_chunk``).
     """
 

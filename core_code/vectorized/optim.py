@@ -101,13 +101,16 @@ class EnsembleOptimizer(torch.optim.Optimizer):
         if not params:
             return
         frozen = ~self.active
+        # on the CPU the check is free (no device sync) and saves a pass over every gradient
+        mask = frozen.device.type != "cpu" or bool(frozen.any())
         grads = []
         for p in params:
             if p.grad is None:
                 grads.append(torch.zeros_like(p))
-                continue
-            # in place, no temporary: a frozen member's (possibly NaN) gradient becomes 0
-            grads.append(p.grad.masked_fill_(frozen.to(p.device).view(-1, *([1] * (p.dim() - 1))), 0.0))
+            elif mask:  # in place, no temporary: a frozen member's (possibly NaN) gradient becomes 0
+                grads.append(p.grad.masked_fill_(frozen.to(p.device).view(-1, *([1] * (p.dim() - 1))), 0.0))
+            else:
+                grads.append(p.grad)
         lrs = self._views(params)
         if self.rule == "SGD":
             torch._foreach_addcmul_(params, grads, lrs, value=-1.0)

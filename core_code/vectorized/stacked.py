@@ -10,8 +10,6 @@ from torch import nn
 
 from core_code.util.config_extractions import ConfigError
 
-#: CPU width from which ``StackedModel(impl='auto')`` runs one addmm per member instead of baddbmm.
-LOOP_MIN_WIDTH = 256
 #: CPU evaluation (no grad) of more rows than this goes member by member through all layers:
 #: one member's activations stay in cache (measured 1.5x faster than layer by layer for all
 #: K members at 16 x 2048 rows x width 64 and 512).
@@ -54,27 +52,26 @@ class StackedModel(nn.Module):
             if list(m.named_buffers()):
                 raise ConfigError(f"ensemble member {k} has buffers; only buffer-free models are vectorized")
         is_abc = type(first).__name__ == "abcMLP" and hasattr(first, "layers") and hasattr(first, "activations")
-        if impl not in ("auto", "bmm", "loop", "vmap"):
-            raise ConfigError(f"StackedModel impl must be 'auto', 'bmm', 'loop' or 'vmap', got {impl!r}")
-        if impl in ("bmm", "loop") and not is_abc:
+        if impl not in ("auto", "bmm", "vmap"):
+            raise ConfigError(f"StackedModel impl must be 'auto', 'bmm' or 'vmap', got {impl!r}")
+        if impl == "bmm" and not is_abc:
             raise ConfigError(f"impl {impl!r} needs abcMLP members, got {type(first).__name__}")
-        # 'auto' (abcMLP): baddbmm, except on the CPU at width >= LOOP_MIN_WIDTH, where one
-        # addmm per member is faster (measured: 1.3-1.5x at 512, bmm 1.35x faster at 64).
+        # 'auto': abcMLP members as batched matmuls (on the CPU as fast as or faster than one
+        # addmm per member at widths 64 to 2048, forward and backward); other modules: vmap.
         self.requested = impl
         self.impl = ("bmm" if is_abc else "vmap") if impl == "auto" else impl
-        self.width = int(getattr(first, "width", 0) or 0)
         # bmm: weights stored as (K, in, out), contiguous: CPU bmm and its backward are ~2x
         # faster than on a transposed view; narrow layers keep (K, out, in) (NARROW_MAX_OUT).
         # ``to_member`` gives a member's own layout back.
         self.transposed = ({f"layers.{i}.weight" for i in range(len(first.layers))
                             if not 1 < first.layers[i].weight.shape[0] < NARROW_MAX_OUT}
-                           if self.impl in ("bmm", "loop") else set())
+                           if self.impl == "bmm" else set())
         self.params = nn.ParameterDict({
             _safe(n): nn.Parameter(self._stack(n, [dict(m.named_parameters())[n].detach() for m in models]))
             for n in self.names})
         # Templates on the meta device: names, lr multipliers and repr, no memory.
         self.templates = [copy.deepcopy(m).to("meta") for m in models]
-        if self.impl in ("bmm", "loop"):
+        if self.impl == "bmm":
             self._init_bmm(models)
         else:
             rep = repr(first)
@@ -99,7 +96,7 @@ class StackedModel(nn.Module):
         self.outer = [first.layers[i].weight.shape[1] == 1 for i in range(self.depth)]
         self._mult: list[Union[float, str]] = []
         self._bias_mult: list[Union[float, str]] = []
-        # per layer, per member: (multiplier, bias multiplier) as floats (the 'loop' forward)
+        # per layer, per member: (multiplier, bias multiplier) as floats (member-by-member evaluation)
         self._member_mults = [[(float(m.layers[i].multiplier), float(m.layers[i].bias_multiplier)) for m in models]
                               for i in range(self.depth)]
         for i in range(self.depth):
@@ -139,7 +136,9 @@ class StackedModel(nn.Module):
         """Layer ``i`` of every member on ``h`` (K, B, in): bm * bias + m * (h @ W^T), the single model's addmm."""
         w = self.params[f"layers__{i}__weight"]  # (K, in, out); narrow: (K, out, in)
         m, bm = self._factor(self._mult[i]), self._factor(self._bias_mult[i])
-        if not isinstance(m, float):  # per-member multipliers, (K, 1, 1)
+        if not isinstance(m, float) or (m != 1.0 and torch.is_grad_enabled()):
+            # per-member multipliers (K, 1, 1); in training also a shared one: scaling the
+            # input saves a pass over the weight gradient (alpha would scale h^T g)
             h, m = h * m, 1.0
         bias = self.params[f"layers__{i}__bias"].unsqueeze(1) if self.has_bias[i] else None  # (K, 1, out)
         if bias is not None and not (isinstance(bm, float) and bm == 1.0):
@@ -171,18 +170,6 @@ class StackedModel(nn.Module):
         else:
             out = torch.addmm(bias.unsqueeze(1) if narrow else bias, a, bb, alpha=m)
         return out.t() if narrow else out
-
-    def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
-        """One addmm per member on views of the stacked parameters (unbind: one stack in backward)."""
-        hs = x.unbind(0)
-        for i in range(self.depth):
-            ws = self.params[f"layers__{i}__weight"].unbind(0)
-            bs = self.params[f"layers__{i}__bias"].unbind(0) if self.has_bias[i] else [None] * self.K
-            hs = [self._member_layer(i, k, h, w, b) for k, (h, w, b) in enumerate(zip(hs, ws, bs))]
-            if i < self.depth - 1:
-                act = self.activations[i]
-                hs = [act(h) for h in hs]
-        return torch.stack(hs)
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         """Member by member through every layer (``x`` (K, B, d_in) or shared (B, d_in); no-grad CPU evaluation)."""
@@ -224,9 +211,6 @@ class StackedModel(nn.Module):
             return self._forward_vmap(x)
         if self._memberwise(x):
             return self._forward_members(x)
-        if self.impl == "loop" or (self.requested == "auto" and x.device.type == "cpu"
-                                   and self.width >= LOOP_MIN_WIDTH):
-            return self._forward_loop(x)
         return self._forward_bmm(x)
 
     # ------------------------------------------------------------- members
