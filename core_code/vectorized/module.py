@@ -38,19 +38,22 @@ def in_domain_name(split: str, task: int) -> str:
 
 
 def _batched_criterion(criterion: Any):
-    """``(pred (K,R,d), y (K,R,d)) -> (K,)``: the criterion per member (one op for MSE kinds)."""
+    """``(pred (K,R,d), y (K,R,d), a, b) -> (K,)``: the criterion per member on rows a:b.
+
+    MSE kinds take one slice of the rows and columns they compare (a few ops, whatever K).
+    """
     dims = getattr(criterion, "dims", None)
     if criterion is torch.nn.functional.mse_loss:
-        return lambda p, y: (p - y).square().mean(dim=(1, 2))
+        return lambda p, y, a, b: (p[:, a:b] - y[:, a:b]).square().mean(dim=(1, 2))
     if dims is not None and getattr(criterion, "__qualname__", "").startswith("dimred_mse_loss"):
         idx = list(dims)
         if idx == list(range(idx[0], idx[0] + len(idx))):
             lo, hi = idx[0], idx[0] + len(idx)
-            return lambda p, y: (p[:, :, lo:hi] - y[:, :, lo:hi]).square().mean(dim=(1, 2))
+            return lambda p, y, a, b: (p[:, a:b, lo:hi] - y[:, a:b, lo:hi]).square().mean(dim=(1, 2))
         index = torch.tensor(idx)
-        return lambda p, y: (p.index_select(2, index.to(p.device))
-                             - y.index_select(2, index.to(p.device))).square().mean(dim=(1, 2))
-    return lambda p, y: torch.stack([criterion(p[k], y[k]) for k in range(p.shape[0])])
+        return lambda p, y, a, b: (p[:, a:b].index_select(2, index.to(p.device))
+                                   - y[:, a:b].index_select(2, index.to(p.device))).square().mean(dim=(1, 2))
+    return lambda p, y, a, b: torch.stack([criterion(p[k, a:b], y[k, a:b]) for k in range(p.shape[0])])
 
 
 class VectorizedMultitask(pl.LightningModule):
@@ -140,7 +143,7 @@ class VectorizedMultitask(pl.LightningModule):
     def _losses(self, x: torch.Tensor, y: torch.Tensor, blocks: Blocks,
                 out: Optional[torch.Tensor] = None) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         out = self.ensemble(x) if out is None else out
-        return {t: self._batched(t)(out[:, a:b], y[:, a:b]) for t, (a, b) in blocks.items()}, out
+        return {t: self._batched(t)(out, y, a, b) for t, (a, b) in blocks.items()}, out
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self):
