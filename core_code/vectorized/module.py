@@ -91,7 +91,7 @@ class VectorizedMultitask(pl.LightningModule):
         self._diverged: list[Optional[dict]] = [None] * self.K
         self._acc: dict[str, dict[int, list]] = {"train": {}, "val": {}, "test": {}}
         self._val_epoch: tuple = (-1, {}, {})
-        self.in_domain_masks: dict[str, dict[int, list[torch.Tensor]]] = {}
+        self._in_domain_rows: dict[str, dict[int, Any]] = {}
         self._masked: dict[str, dict[int, list]] = {"val": {}, "test": {}}
         self._steps_done = 0
         self._task_ids: dict[tuple, torch.Tensor] = {}
@@ -261,36 +261,52 @@ class VectorizedMultitask(pl.LightningModule):
 
         Logged as ``<validation|test>/loss_in_domain_task_<t>`` (the LoggingCallback's names);
         only for an evaluation split that comes as one batch (as ``VectorizedDataModule`` makes it).
+        Kept as row indices: one tensor when every member has the same rows (one batched
+        loss for all members), else one per member.
         """
-        self.in_domain_masks = {s: {int(t): list(m) for t, m in d.items()} for s, d in masks.items()}
+        self._in_domain_rows = {}
+        for s, d in masks.items():
+            for t, ms in d.items():
+                same = all(torch.equal(m, ms[0]) for m in ms[1:])
+                idx = [m.nonzero().squeeze(1) for m in (ms[:1] if same else ms)]
+                self._in_domain_rows.setdefault(s, {})[int(t)] = idx[0] if same else idx
+
+    def _in_domain_losses(self, split: str, task: int, p: torch.Tensor, y: torch.Tensor) -> Any:
+        """Task ``task``'s criterion over each member's in-domain rows of its block ``p``, ``y`` (K, rows, d):
+        a (K,) tensor, or per member a loss or None (no such rows)."""
+        rows = self._in_domain_rows[split][task]
+        if isinstance(rows, torch.Tensor):
+            if rows.numel() == 0:
+                return [None] * self.K
+            rows = rows.to(p.device)
+            return self._batched(task)(p.index_select(1, rows), y.index_select(1, rows), 0, len(rows))
+        crit = self.criterion(task)
+        return [None if r.numel() == 0 else crit(p[k].index_select(0, r.to(p.device)), y[k].index_select(0, r.to(p.device)))
+                for k, r in enumerate(rows)]
 
     def _eval(self, batch: EnsembleBatch, split: str) -> dict:
         out = {}
-        masks = self.in_domain_masks.get(split, {})
         self._masked[split] = {}
-        rows = batch["x"].shape[1]
+        n_rows = batch["x"].shape[1]
         for a, b, blocks in batch.steps:
-            out = None
-            if batch.shared is not None and (a, b) == (0, rows):  # one forward per distinct row
+            full = None
+            if batch.shared is not None and (a, b) == (0, n_rows):  # one forward per distinct row
                 distinct, inverse = batch.shared
-                out = self.ensemble.forward_shared(distinct).index_select(1, inverse)
-            losses, preds = self._losses(batch["x"][:, a:b], batch["y"][:, a:b], blocks, out)
+                full = self.ensemble.forward_shared(distinct).index_select(1, inverse)
+            losses, preds = self._losses(batch["x"][:, a:b], batch["y"][:, a:b], blocks, full)
             for t, v in losses.items():
                 self._acc[split].setdefault(t, []).append((v, blocks[t][1] - blocks[t][0]))
             for t, (lo, hi) in blocks.items():
-                if t in masks:
-                    crit = self.criterion(t)
-                    vals = []
-                    for k, mask in enumerate(masks[t]):
-                        rows = mask.to(preds.device).nonzero().squeeze(1)
-                        vals.append(None if rows.numel() == 0 else
-                                    crit(preds[k, lo:hi].index_select(0, rows), batch["y"][k, lo:hi].index_select(0, rows)))
-                    self._masked[split][t] = vals
+                if t in self._in_domain_rows.get(split, {}):
+                    self._masked[split][t] = self._in_domain_losses(split, t, preds[:, lo:hi],
+                                                                    batch["y"][:, a:b][:, lo:hi])
             out = {"losses": losses, "preds": preds}
         return out
 
     def _masked_losses(self, split: str) -> dict[int, list[Optional[float]]]:
-        return {t: [None if v is None else float(v) for v in vals] for t, vals in self._masked.get(split, {}).items()}
+        return {t: (vals.double().cpu().tolist() if isinstance(vals, torch.Tensor)
+                    else [None if v is None else float(v) for v in vals])
+                for t, vals in self._masked.get(split, {}).items()}
 
     def on_validation_epoch_start(self) -> None:
         self._acc["val"] = {}
