@@ -134,7 +134,6 @@ class StackedModel(nn.Module):
 
     def _batched_layer(self, i: int, h: torch.Tensor) -> torch.Tensor:
         """Layer ``i`` of every member on ``h`` (K, B, in): bm * bias + m * (h @ W^T), the single model's addmm."""
-        w = self.params[f"layers__{i}__weight"]  # (K, in, out); narrow: (K, out, in)
         m, bm = self._factor(self._mult[i]), self._factor(self._bias_mult[i])
         if not isinstance(m, float) or (m != 1.0 and torch.is_grad_enabled()):
             # per-member multipliers (K, 1, 1); in training also a shared one: scaling the
@@ -143,33 +142,32 @@ class StackedModel(nn.Module):
         bias = self.params[f"layers__{i}__bias"].unsqueeze(1) if self.has_bias[i] else None  # (K, 1, out)
         if bias is not None and not (isinstance(bm, float) and bm == 1.0):
             bias = bias * bm
-        narrow = self._narrow(i)
-        if self.outer[i]:  # one input: (K, B, 1) * (K, 1, out)
-            w_row = w.transpose(1, 2) if narrow else w
-            return h * w_row * m if bias is None else torch.addcmul(bias, h, w_row, value=m)
-        a, b = (w, h.transpose(1, 2)) if narrow else (h, w)  # narrow: out^T = W h^T
-        if bias is None:
-            out = torch.bmm(a, b)
-            out = out * m if m != 1.0 else out
-        else:
-            out = torch.baddbmm(bias.transpose(1, 2) if narrow else bias, a, b, alpha=m)
-        return out.transpose(1, 2) if narrow else out
+        return self._affine(i, h, self.params[f"layers__{i}__weight"], bias, m)
 
     def _member_layer(self, i: int, k: int, h: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
         """Layer ``i`` of member ``k`` on ``h`` (R, in), with ``w``, ``b`` its slices (as ``_batched_layer``)."""
         m, bm = self._member_mults[i][k]
-        bias = b * bm if b is not None and bm != 1.0 else b
+        bias = None if b is None else (b * bm if bm != 1.0 else b).unsqueeze(0)  # (1, out)
+        return self._affine(i, h, w, bias, m)
+
+    def _affine(self, i: int, h: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], m: float) -> torch.Tensor:
+        """``bias + m * (h @ W^T)`` of layer ``i``: one member (2-D) or all (3-D, batched).
+
+        ``w`` in the stored layout ((in, out); narrow: (out, in), computed as out^T = W h^T);
+        ``bias`` row-shaped (``(..., 1, out)``) or None. One input: a broadcast product.
+        """
         narrow = self._narrow(i)
         if self.outer[i]:
-            w_row = w.t() if narrow else w
+            w_row = w.mT if narrow else w  # (..., 1, out)
             return h * w_row * m if bias is None else torch.addcmul(bias, h, w_row, value=m)
-        a, bb = (w, h.t()) if narrow else (h, w)
+        a, b = (w, h.mT) if narrow else (h, w)
+        batched = h.dim() == 3
         if bias is None:
-            out = torch.mm(a, bb)
+            out = (torch.bmm if batched else torch.mm)(a, b)
             out = out * m if m != 1.0 else out
         else:
-            out = torch.addmm(bias.unsqueeze(1) if narrow else bias, a, bb, alpha=m)
-        return out.t() if narrow else out
+            out = (torch.baddbmm if batched else torch.addmm)(bias.mT if narrow else bias, a, b, alpha=m)
+        return out.mT if narrow else out
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         """Member by member through every layer (``x`` (K, B, d_in) or shared (B, d_in); no-grad CPU evaluation)."""
