@@ -255,17 +255,22 @@ class LightningMultitask(pl.LightningModule):
         return self.model(x) if self.shared else self.task_model(0 if task is None else task)(x)
 
     def predict_tasks(self, batch: dict) -> tuple[dict[int, torch.Tensor], dict[int, tuple[int, int]]]:
-        """Per-task predictions for a batch: one forward of the shared model, sliced."""
+        """Per-task predictions for a batch: one forward of the shared model, sliced.
+
+        An evaluation batch whose tasks share points (``TaskBatch.distinct``) runs the
+        shared model once per distinct point.
+        """
         blocks = batch_blocks(batch)
-        return self._predict(batch["x"], blocks), blocks
+        return self._predict(batch["x"], blocks, getattr(batch, "distinct", None)), blocks
 
     def task_losses(self, batch: dict, preds: dict, blocks: dict) -> dict[int, torch.Tensor]:
         """Per-task criterion values (without regularization)."""
         return self._losses(batch["y"], preds, blocks)
 
-    def _predict(self, x: torch.Tensor, blocks: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
+    def _predict(self, x: torch.Tensor, blocks: dict[int, tuple[int, int]],
+                 distinct: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> dict[int, torch.Tensor]:
         if self.shared:
-            out = self.model(x)
+            out = self.model(x) if distinct is None else self.model(distinct[0]).index_select(0, distinct[1])
             return {t: out[a:b] for t, (a, b) in blocks.items()}
         return {t: self.task_model(t)(x[a:b]) for t, (a, b) in blocks.items()}
 

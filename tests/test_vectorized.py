@@ -280,28 +280,38 @@ def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out)
     assert st.member_state_dict(1)[f"layers.{st.depth - 1}.weight"].shape == (d_out, 16)
 
 
-def test_shared_rows_deduplicate_tasks_evaluated_on_the_same_points(monkeypatch):
-    from core_code.vectorized.data import shared_rows
+def test_points_that_tasks_share_are_evaluated_once(monkeypatch):
+    import core_code.util.batching as batching
+    from core_code.model_lib.abcMLP import abcMLP
 
     x = torch.linspace(-1, 1, 5).unsqueeze(1)
     xs = torch.cat([x, x, x[:3]])  # task 0 and task 1 on the same 5 points, task 2 on 3 of them
     blocks = {0: (0, 5), 1: (5, 10), 2: (10, 13)}
-    rows, inverse = shared_rows([xs, xs.clone()], blocks)
+    rows, inverse = batching.distinct_rows([xs, xs.clone()], blocks)
     assert rows.shape == (8, 1) and torch.equal(rows[inverse], xs)  # 13 rows, 8 computed
-    assert shared_rows([xs, xs + 1], blocks) is None  # members with other points: no sharing
-    # the ensemble evaluates the distinct points of its two tasks once (validation: 32 of 64 rows),
-    # and its validation losses are those of the full rows
-    shapes = []
+    assert batching.distinct_rows([xs, xs + 1], blocks) is None  # members with other points
+    assert batching.distinct_rows([xs[:10] * torch.arange(10.0).unsqueeze(1)], {0: (0, 5), 1: (5, 10)}) is None
+    # single runs and ensembles evaluate the distinct points once (validation: 32 of 64 rows,
+    # test: 16 of 32); their losses are those of every row
+    seen = []
+    forward = abcMLP.forward
+    monkeypatch.setattr(abcMLP, "forward", lambda self, x: (seen.append(len(x)) if not torch.is_grad_enabled()
+                                                             else None) or forward(self, x))
+    shared = []
     forward_shared = StackedModel.forward_shared
-    monkeypatch.setattr(StackedModel, "forward_shared", lambda self, x: shapes.append(tuple(x.shape))
+    monkeypatch.setattr(StackedModel, "forward_shared", lambda self, x: shared.append(tuple(x.shape))
                         or forward_shared(self, x))
     cfgs = [point(seed=s) for s in (1, 2)]
     results = train_group(Builder(), cfgs, {**QUIET_TRAINER, "max_epochs": 1})
-    assert shapes == [(32, 1), (16, 1)]  # validation (2 x 32 rows), test (2 x 16)
-    for cfg, res in zip(cfgs, results):
-        _, cb, _ = single_run(cfg, epochs=1)
-        for key in ("validation/loss_task_0", "validation/loss_task_1"):
-            assert math.isclose(res.history[-1][key], cb.history[-1][key], rel_tol=L_RTOL), key
+    assert shared == [(32, 1), (16, 1)]
+    _, cb, _ = single_run(cfgs[0], epochs=1)
+    assert seen == [32]  # one validation (the sanity check is off)
+    monkeypatch.setattr(batching, "distinct_rows", lambda xs, blocks: None)
+    _, every_row, _ = single_run(cfgs[0], epochs=1)
+    assert seen == [32, 64]
+    for key in ("validation/loss_task_0", "validation/loss_task_1", "validation/loss_in_domain_task_0"):
+        assert math.isclose(cb.history[-1][key], every_row.history[-1][key], rel_tol=1e-6), key
+        assert math.isclose(results[0].history[-1][key], every_row.history[-1][key], rel_tol=L_RTOL), key
 
 
 class _StepObserver(pl.Callback):

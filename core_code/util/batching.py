@@ -28,7 +28,7 @@ one process ``global_rows`` is None: the batch is the global batch.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Mapping, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -49,6 +49,31 @@ def task_blocks(task_activity: torch.Tensor) -> dict[int, tuple[int, int]]:
     return {int(t): (a, b) for t, a, b in zip(tasks.tolist(), starts, stops)}
 
 
+def distinct_rows(xs: Sequence[torch.Tensor], blocks: Mapping[int, tuple[int, int]]
+                  ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(rows, inverse)`` with ``xs[k] == rows[inverse]`` for every k, when a task block repeats.
+
+    ``xs``: the ``x`` of one batch, or of several members' batches (then they must all be
+    equal); ``blocks``: its task blocks (contiguous, covering every row). A block equal to
+    an earlier one (tasks evaluated on the same points) reuses its rows, so a forward of
+    ``rows`` gives every row's output. None when no block repeats or the ``xs`` differ.
+    """
+    x0 = xs[0]
+    if not all(torch.equal(x, x0) for x in xs[1:]):
+        return None
+    kept: list[tuple[int, int, int]] = []  # (start, stop, offset in rows) of the distinct blocks
+    inverse = []
+    for a, b in sorted(blocks.values()):
+        same = next((off for ka, kb, off in kept if kb - ka == b - a and torch.equal(x0[ka:kb], x0[a:b])), None)
+        if same is None:
+            same = sum(kb - ka for ka, kb, _ in kept)
+            kept.append((a, b, same))
+        inverse.append(torch.arange(same, same + b - a, device=x0.device))
+    if len(kept) == len(blocks):
+        return None
+    return torch.cat([x0[a:b] for a, b, _ in kept]), torch.cat(inverse)
+
+
 class TaskBatch(dict):
     """A batch dict ``{'x', 'y', 'task_activity'}`` that knows its task blocks.
 
@@ -61,13 +86,18 @@ class TaskBatch(dict):
     ``global_rows``: None when the batch is a whole global batch (one process); a DDP
     rank's share of a global batch has ``{task: rows of the global batch}`` of every
     task of the global batch, including tasks this share has no rows of.
+
+    ``distinct``: None, or ``distinct_rows`` of an evaluation batch whose tasks share
+    their points (the model then runs once per distinct row).
     """
 
     def __init__(self, *args, blocks: Optional[dict[int, tuple[int, int]]] = None,
-                 global_rows: Optional[dict[int, int]] = None, **kwargs):
+                 global_rows: Optional[dict[int, int]] = None,
+                 distinct: Optional[tuple[torch.Tensor, torch.Tensor]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._blocks = blocks
         self.global_rows = global_rows
+        self.distinct = distinct
 
     @property
     def blocks(self) -> dict[int, tuple[int, int]]:
@@ -78,7 +108,11 @@ class TaskBatch(dict):
     def to(self, device, non_blocking: bool = True) -> "TaskBatch":
         """This batch on ``device`` (itself when every tensor is there already)."""
         moved = _move(self, device, non_blocking)
-        return self if moved is None else TaskBatch(moved, blocks=self._blocks, global_rows=self.global_rows)
+        if moved is None:
+            return self
+        distinct = None if self.distinct is None else tuple(v.to(device, non_blocking=non_blocking)
+                                                            for v in self.distinct)
+        return TaskBatch(moved, blocks=self._blocks, global_rows=self.global_rows, distinct=distinct)
 
 
 class ChunkBatch(dict):
@@ -357,6 +391,7 @@ class EvalLoader(_EpochLoader):
         self.chunk_size = max(1, int(chunk_size))
         self.n = len(data["task_activity"])
         self.blocks = task_blocks(data["task_activity"])
+        self._distinct: dict[int, Optional[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.chunk_size)
@@ -368,7 +403,11 @@ class EvalLoader(_EpochLoader):
         for k in range(skip, len(self)):
             a, b = k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
             if self.world_size == 1:
-                yield TaskBatch({key: v[a:b] for key, v in self.data.items()}, blocks=self._slice_blocks(a, b))
+                blocks = self._slice_blocks(a, b)
+                if k not in self._distinct:  # the split is fixed: found once per chunk
+                    self._distinct[k] = distinct_rows([self.data["x"][a:b]], blocks) if blocks else None
+                yield TaskBatch({key: v[a:b] for key, v in self.data.items()}, blocks=blocks,
+                                distinct=self._distinct[k])
             else:
                 yield self._take([torch.arange(a, b)])
 

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import pytorch_lightning as pl
 import torch
 
-from core_code.util.batching import DeterministicLoader, make_train_loader, task_blocks
+from core_code.util.batching import DeterministicLoader, distinct_rows, make_train_loader, task_blocks
 from core_code.util.config_extractions import ConfigError
 from core_code.util.default_config import init_config_training
 from core_code.util.lightning import resolve_steps_per_chunk
@@ -21,21 +21,22 @@ class EnsembleBatch(dict):
 
     ``steps``: ``[(start, stop, blocks)]``, one per optimizer step (as ``ChunkBatch``):
     the rows of each step along dim 1 and its task blocks, the same for every member.
-    ``shared``: None, or ``(rows (U, d_in), inverse (R,))`` when every member's ``x`` is
-    ``rows[inverse]`` (an evaluation split whose points all members and tasks share: the
-    forward runs once per distinct row).
+    ``distinct``: None, or ``(rows (U, d_in), inverse (R,))`` when every member's ``x`` is
+    ``rows[inverse]`` (``distinct_rows``: an evaluation split whose points all members share
+    and some tasks share; the forward runs once per distinct row).
     """
 
     def __init__(self, *args, steps: Sequence[tuple[int, int, Blocks]] = (),
-                 shared: Optional[tuple[torch.Tensor, torch.Tensor]] = None, **kwargs):
+                 distinct: Optional[tuple[torch.Tensor, torch.Tensor]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.steps = list(steps)
-        self.shared = shared
+        self.distinct = distinct
 
     def to(self, device: Any, non_blocking: bool = True) -> "EnsembleBatch":
-        shared = None if self.shared is None else tuple(v.to(device, non_blocking=non_blocking) for v in self.shared)
+        distinct = (None if self.distinct is None
+                    else tuple(v.to(device, non_blocking=non_blocking) for v in self.distinct))
         return EnsembleBatch({k: v.to(device, non_blocking=non_blocking) for k, v in self.items()},
-                             steps=self.steps, shared=shared)
+                             steps=self.steps, distinct=distinct)
 
 
 class EnsembleLoader:
@@ -116,27 +117,6 @@ class EnsembleLoader:
         return EnsembleBatch({"x": x, "y": y, "task_activity": ta}, steps=steps)
 
 
-def shared_rows(xs: Sequence[torch.Tensor], blocks: Blocks) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """``(rows, inverse)`` with ``xs[k] == rows[inverse]`` for every member k, or None.
-
-    Only when all members have the same ``x``; a task block equal to an earlier one (tasks
-    evaluated on the same points) reuses its rows, so the forward runs once per member
-    and distinct block instead of once per task.
-    """
-    x0 = xs[0]
-    if not all(torch.equal(x, x0) for x in xs[1:]):
-        return None
-    kept: list[tuple[int, int, int]] = []  # (start, stop, offset in rows) of the distinct blocks
-    inverse = []
-    for a, b in sorted(blocks.values()):  # ``task_blocks``: contiguous, covering every row
-        same = next((off for ka, kb, off in kept if kb - ka == b - a and torch.equal(x0[ka:kb], x0[a:b])), None)
-        if same is None:
-            same = sum(kb - ka for ka, kb, _ in kept)
-            kept.append((a, b, same))
-        inverse.append(torch.arange(same, same + b - a))
-    return torch.cat([x0[a:b] for a, b, _ in kept]), torch.cat(inverse)
-
-
 class _EnsembleEvalLoader:
     """One batch: every member's whole split, stacked."""
 
@@ -147,7 +127,7 @@ class _EnsembleEvalLoader:
                                     "y": torch.stack([t["y"] for t in tensors]),
                                     "task_activity": tensors[0]["task_activity"]},
                                    steps=[(0, len(tensors[0]["task_activity"]), blocks)],
-                                   shared=shared_rows(xs, blocks) if blocks else None)
+                                   distinct=distinct_rows(xs, blocks) if blocks else None)
 
     def __len__(self) -> int:
         return 1 if len(self.batch["task_activity"]) else 0

@@ -290,9 +290,9 @@ class VectorizedMultitask(pl.LightningModule):
         n_rows = batch["x"].shape[1]
         for a, b, blocks in batch.steps:
             full = None
-            if batch.shared is not None and (a, b) == (0, n_rows):  # one forward per distinct row
-                distinct, inverse = batch.shared
-                full = self.ensemble.forward_shared(distinct).index_select(1, inverse)
+            if batch.distinct is not None and (a, b) == (0, n_rows):  # one forward per distinct row
+                rows, inverse = batch.distinct
+                full = self.ensemble.forward_shared(rows).index_select(1, inverse)
             losses, preds = self._losses(batch["x"][:, a:b], batch["y"][:, a:b], blocks, full)
             for t, v in losses.items():
                 self._acc[split].setdefault(t, []).append((v, blocks[t][1] - blocks[t][0]))
