@@ -177,7 +177,7 @@ QUIET = ["litlogger", "LeafSpec", "log_every_n_steps", "The `srun` command is av
 
 
 @pytest.mark.slow
-def test_console_of_a_run_extend_status_and_keep_checkpoints(tmp_path):
+def test_console_of_a_run_extend_status_and_keep_checkpoints(tmp_path, capsys):
     tag = ["--experimentbatch_name", "T", "--num_config", "1", "custom.logging_epoch_interval=100",
            "custom.keep_checkpoints='last'", "trainer.max_epochs=2"]
     out = _main_subprocess(tmp_path, *tag)
@@ -205,18 +205,16 @@ def test_console_of_a_run_extend_status_and_keep_checkpoints(tmp_path):
     assert summary["epochs"] == 3 and summary["status"] == "done"
     assert [(h["event"], h["from_epochs"], h["to_epochs"]) for h in summary["history"]] == [("extended", 2, 3)]
 
-    # --status and --missing read the experiment from the TAG (no --experiment)
-    status = subprocess.run([sys.executable, str(ROOT / "main.py"), "--status", "T", "--runs_dir",
-                             str(tmp_path / "runs")], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                            text=True, timeout=120)
-    lines = status.stdout.splitlines()
-    assert status.returncode == 0 and lines[1].split() == ["index", "id", "status", "width", "epoch", "validation",
-                                                           "loss", "elapsed", "note"], status.stdout
+    # --status and --missing read the experiment from the TAG (no --experiment); in this
+    # process (the runs above were separate processes)
+    capsys.readouterr()
+    assert main_mod.main(["--status", "T", "--runs_dir", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["index", "id", "status", "width", "epoch", "validation", "loss", "elapsed",
+                                "note"], lines
     assert lines[2].split()[2:6] == ["done", "8", "3/3", "task_0"] and "extended 2->3" in lines[2]
-    missing = subprocess.run([sys.executable, str(ROOT / "main.py"), "--missing", "T", "--runs_dir",
-                              str(tmp_path / "runs")], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                             text=True, timeout=120)
-    assert (missing.returncode, missing.stdout) == (0, "2,3\n"), missing.stderr
+    assert main_mod.main(["--missing", "T", "--runs_dir", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out == "2,3\n"
 
 
 def test_status_shows_epochs_losses_elapsed_and_liveness(tmp_path, capsys):

@@ -62,31 +62,39 @@ def wait_for(predicate, timeout, what):
 
 # ====================================================================== stops
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 138)])
-def test_signal_checkpoints_records_interrupted_and_exits_128_plus_signal(tmp_path, signum, code):
-    runs = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--experiment", "tinyTest", "--runs_dir", str(runs), "--wandb", "disabled",
-         "--experimentbatch_name", "S", "--config_trainer", "max_epochs:100000"],
-        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = RunDir(runs, "S")
+def test_signal_checkpoints_records_interrupted_and_exits_128_plus_signal(tmp_path):
+    # SIGTERM, Ctrl-C and SIGUSR1 (off Slurm), one grid each, the three at once
+    stops = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGUSR1: 138}
+    procs = {}
     try:
-        wait_for(lambda: run_dir.recorded_summary(1).get("heartbeat_epoch", -1) >= 1, 120, "two epochs")
-        proc.send_signal(signum)
-        out, _ = proc.communicate(timeout=120)
+        for signum in stops:
+            runs = tmp_path / signal.Signals(signum).name / "runs"
+            procs[signum] = (runs, subprocess.Popen(
+                [sys.executable, "main.py", "--experiment", "tinyTest", "--runs_dir", str(runs), "--wandb",
+                 "disabled", "--experimentbatch_name", "S", "--config_trainer", "max_epochs:100000"],
+                cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outs = {}
+        for signum, (runs, proc) in procs.items():
+            run_dir = RunDir(runs, "S")
+            wait_for(lambda d=run_dir: d.recorded_summary(1).get("heartbeat_epoch", -1) >= 1, 120, "two epochs")
+            proc.send_signal(signum)
+        for signum, (_, proc) in procs.items():
+            outs[signum], _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    name = signal.Signals(signum).name
-    assert proc.returncode == code, out[-3000:]
-    summary = run_dir.recorded_summary(1)
-    assert summary["status"] == "interrupted" and summary["signal"] == name
-    ckpt = run_dir.point_dir(1) / "checkpoints" / "interrupted.ckpt"
-    assert ckpt.is_file() and summary["checkpoint"] == str(ckpt)
-    assert summary["host"] == HOST and summary["pid"] == proc.pid and summary["heartbeat"]
-    assert "not started: config 2, 3" in out and "Traceback" not in out
-    assert not run_dir.point_dir(2).exists()  # the grid stops: nothing else claims anything
-    assert main_mod.main(["--experiment", "tinyTest", "--runs_dir", str(runs), "--missing", "S"]) == 0
+        for _, proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    for signum, (runs, proc) in procs.items():
+        name, out, run_dir = signal.Signals(signum).name, outs[signum], RunDir(runs, "S")
+        assert proc.returncode == stops[signum], (name, out[-3000:])
+        summary = run_dir.recorded_summary(1)
+        assert summary["status"] == "interrupted" and summary["signal"] == name
+        ckpt = run_dir.point_dir(1) / "checkpoints" / "interrupted.ckpt"
+        assert ckpt.is_file() and summary["checkpoint"] == str(ckpt)
+        assert summary["host"] == HOST and summary["pid"] == proc.pid and summary["heartbeat"]
+        assert "not started: config 2, 3" in out and "Traceback" not in out
+        assert not run_dir.point_dir(2).exists()  # the grid stops: nothing else claims anything
+        assert main_mod.main(["--experiment", "tinyTest", "--runs_dir", str(runs), "--missing", "S"]) == 0
 
 
 @pytest.mark.slow

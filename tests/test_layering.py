@@ -25,31 +25,36 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("pytorch_lightning", "lightning", "wandb", "matplotlib", "experiments")
 
 
-def loaded_after_import(module: str) -> set[str]:
-    """Top-level package names in sys.modules after importing ``module`` in a fresh python."""
-    code = (f"import sys, json, importlib; importlib.import_module({module!r}); "
+def loaded_after_import(*modules: str) -> set[str]:
+    """Top-level package names in sys.modules after importing ``modules`` in a fresh python.
+
+    Importing several at once checks each: what one of them loads is in the union.
+    """
+    code = (f"import sys, json, importlib; [importlib.import_module(m) for m in {list(modules)!r}]; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["core_code.create_model", "core_code.create_data",
-                                    "core_code.util.function_lib", "core_code.model_lib.abcMLP"])
-def test_model_and_data_library_load_no_framework(module):
-    loaded = loaded_after_import(module)
-    assert not loaded & set(HEAVY), f"{module} loads {sorted(loaded & set(HEAVY))}"
+LIBRARY = ["core_code.create_model", "core_code.create_data", "core_code.util.function_lib",
+           "core_code.model_lib.abcMLP"]
+LIGHTNING_LAYER = ["core_code.lightning_multitask", "core_code.util.lightning", "core_code.vectorized",
+                   "core_code.util.trainer_config"]
 
 
-@pytest.mark.parametrize("module", ["core_code.lightning_multitask", "core_code.util.lightning", "core_code.vectorized",
-                                    "core_code.util.trainer_config"])
-def test_lightning_layer_loads_no_wandb_matplotlib_or_experiments(module, lightning_itself):
-    loaded = loaded_after_import(module)
+def test_model_and_data_library_load_no_framework():
+    loaded = loaded_after_import(*LIBRARY)
+    assert not loaded & set(HEAVY), f"{LIBRARY} load {sorted(loaded & set(HEAVY))}"
+
+
+def test_lightning_layer_loads_no_wandb_matplotlib_or_experiments(lightning_itself):
+    loaded = loaded_after_import(*LIGHTNING_LAYER)
     assert "pytorch_lightning" in loaded  # the check would be void otherwise
     # torchmetrics (a Lightning dependency) imports matplotlib when it is installed: what
     # Lightning loads by itself is not ours to avoid; everything beyond it is checked.
     bad = (loaded - lightning_itself) & {"wandb", "matplotlib", "experiments"}
-    assert not bad, f"{module} loads {sorted(bad)}"
+    assert not bad, f"{LIGHTNING_LAYER} load {sorted(bad)}"
     assert "wandb" not in loaded and "experiments" not in loaded
 
 
