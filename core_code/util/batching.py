@@ -405,7 +405,7 @@ class EvalLoader(_EpochLoader):
             if self.world_size == 1:
                 blocks = self._slice_blocks(a, b)
                 if k not in self._distinct:  # the split is fixed: found once per chunk
-                    self._distinct[k] = distinct_rows([self.data["x"][a:b]], blocks) if blocks else None
+                    self._distinct[k] = distinct_rows([self.data["x"][a:b]], blocks)
                 yield TaskBatch({key: v[a:b] for key, v in self.data.items()}, blocks=blocks,
                                 distinct=self._distinct[k])
             else:

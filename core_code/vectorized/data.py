@@ -127,7 +127,7 @@ class _EnsembleEvalLoader:
                                     "y": torch.stack([t["y"] for t in tensors]),
                                     "task_activity": tensors[0]["task_activity"]},
                                    steps=[(0, len(tensors[0]["task_activity"]), blocks)],
-                                   distinct=distinct_rows(xs, blocks) if blocks else None)
+                                   distinct=distinct_rows(xs, blocks))
 
     def __len__(self) -> int:
         return 1 if len(self.batch["task_activity"]) else 0

@@ -281,7 +281,8 @@ class VectorizedMultitask(pl.LightningModule):
             rows = rows.to(p.device)
             return self._batched(task)(p.index_select(1, rows), y.index_select(1, rows), 0, len(rows))
         crit = self.criterion(task)
-        return [None if r.numel() == 0 else crit(p[k].index_select(0, r.to(p.device)), y[k].index_select(0, r.to(p.device)))
+        rows = [r.to(p.device) for r in rows]
+        return [None if r.numel() == 0 else crit(p[k].index_select(0, r), y[k].index_select(0, r))
                 for k, r in enumerate(rows)]
 
     def _eval(self, batch: EnsembleBatch, split: str) -> dict:
