@@ -240,6 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return collect.main([*args.collect, "--runs_dir", args.runs_dir])
     from core_code.util.config_extractions import ConfigError
+    from core_code.util.memory import keep_freed_memory
     from experiments.console import quiet_console
     from experiments.run_state import GridChangedError, count_statuses
     from experiments.util import Interrupted
@@ -276,6 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         tag = args.experimentbatch_name or f"{manager.experiment}_{time.strftime('%Y%m%d_%H%M%S')}"
         quiet_console()
+        keep_freed_memory()
         results = manager.run(tag, indices, extend=args.extend, vectorize=args.vectorize)
     except (UsageError, ConfigError, GridChangedError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -67,6 +67,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from core_code.util.memory import keep_freed_memory  # noqa: E402
+
 DEFAULT_SIZES = ((64, 3), (512, 4), (2048, 6))
 # Framework variants: name -> DataModule(steps_per_chunk=...). 'framework' is the default
 # ('auto': nothing here observes single steps, so up to 32 optimizer steps run in one
@@ -531,6 +533,7 @@ def main(argv=None) -> int:
     modes = tuple(m for m in args.modes.split(",") if m)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as main.py does before training; the plain loop runs with it too
     if args.child_mem != "plain":  # the plain loop's child never imports Lightning
         _quiet()
 

@@ -200,7 +200,10 @@ def main() -> None:
 
     import torch
 
+    from core_code.util.memory import keep_freed_memory
+
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as main.py does before training
     warnings.simplefilter("ignore")
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric",
                  "pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
