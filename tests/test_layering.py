@@ -38,7 +38,7 @@ def loaded_after_import(*modules: str) -> set[str]:
 
 
 LIBRARY = ["core_code.create_model", "core_code.create_data", "core_code.util.function_lib",
-           "core_code.model_lib.abcMLP"]
+           "core_code.model_lib.abcMLP", "core_code.util.memory"]
 LIGHTNING_LAYER = ["core_code.lightning_multitask", "core_code.util.lightning", "core_code.vectorized",
                    "core_code.util.trainer_config"]
 
