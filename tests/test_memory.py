@@ -1,6 +1,7 @@
 """keep_freed_memory: glibc keeps freed training buffers (up to 32 MiB) in the process, and main.py
 applies it before training."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,7 @@ from core_code.util import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
-glibc = pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-                           if hasattr(os, "confstr") else True, reason="needs glibc (Linux)")
+glibc = pytest.mark.skipif(not memory.is_glibc(), reason="needs glibc (Linux)")
 
 # A 20 MiB block, malloc'ed, touched and freed in a fresh process: where it came from
 # (heap or its own mapping: mallinfo2's hblkhd) and whether the heap kept it (arena).
@@ -49,8 +49,6 @@ print(json.dumps({{"applied": applied, "mapped": held.hblkhd - before.hblkhd,
 def _probe(apply: bool, env=None) -> dict:
     out = subprocess.run([sys.executable, "-c", PROBE.format(root=str(ROOT), apply=apply)], check=True,
                          capture_output=True, text=True, env={**os.environ, **(env or {})})
-    import json
-
     res = json.loads(out.stdout.strip().splitlines()[-1])
     if res is None:
         pytest.skip("this glibc has no mallinfo2 (glibc < 2.33)")

@@ -34,16 +34,21 @@ USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _applied: bool | None = None
 
 
+def is_glibc() -> bool:
+    """Whether this process's C library is glibc (not macOS, musl or Windows)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Apply the thresholds above once per process; True when they are in effect."""
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
-            return False
-    except (AttributeError, ValueError, OSError):  # not glibc (macOS, musl, Windows)
+    if not is_glibc():
         return False
     if any(os.environ.get(name) for name in USER_SETTINGS):
         return False
