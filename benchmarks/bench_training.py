@@ -36,6 +36,10 @@ parametrization via ``create_model``, SGD, batch 64 = 21 + 43 rows, 13 steps an 
    ``python main.py --wandb disabled`` (compositeSine and tinyTest) vs the bare
    ``python -c "import torch, pytorch_lightning"`` (medians of 3).
 
+Timing runs once per torch thread count of ``--threads`` (default ``1,2``, in this one
+process); memory and start-up once. The table ends each row with the issue's goal for the
+size (framework / plain, wall time) and whether the measured ratio meets it.
+
 Numbers are noisy on a shared machine: interleave, repeat (``--repeats``) and read the
 medians; the CPU-time ratio is the steadier one when other jobs compete for the cores,
 and ``--threads 1`` avoids the large slow-downs of two OpenMP threads on a busy 2-core
@@ -368,6 +372,10 @@ def check_equivalence(problem: Problem, epochs: int = 2, rtol: float = 1e-5,
 
 
 # ------------------------------------------------------------------------- timing
+#: The throughput issue's goals for single runs: framework / plain loop, wall time per epoch.
+GOALS = {"64x3": 1.3, "512x4": 1.1, "2048x6": 1.05}
+
+
 def time_size(problem: Problem, repeats: int, epochs: Optional[int], budget_s: float,
               modes: tuple[str, ...] = tuple(MODES)) -> dict:
     """Interleaved runs of the plain loop and each framework mode; per-epoch medians.
@@ -519,8 +527,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="interleaved runs of each variant per size (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: ~--budget seconds a run)")
     p.add_argument("--budget", type=float, default=1.5, help="target seconds per run when --epochs is not set")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's default; 1 is the most stable on a busy machine)")
+    p.add_argument("--threads", default="1,2",
+                   help="torch thread counts, each timed in turn (default 1,2; 1 is the most stable on a busy machine)")
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"framework variants to time, of {', '.join(MODES)} (default: all)")
     p.add_argument("--mem", dest="mem", action="store_true", default=True)
@@ -531,8 +539,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sizes = parse_sizes(args.sizes) if args.sizes else list(DEFAULT_SIZES)
     modes = tuple(m for m in args.modes.split(",") if m)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")]
+    torch.set_num_threads(threads[0])
     keep_freed_memory()  # as main.py does before training; the plain loop runs with it too
     if args.child_mem != "plain":  # the plain loop's child never imports Lightning
         _quiet()
@@ -541,34 +549,43 @@ def main(argv=None) -> int:
         print(json.dumps(child_memory(args.child_mem, *sizes[0], args.epochs or 2)))
         return 0
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.2f}")
     rows = []
-    for width, depth in sizes:
-        problem = build_problem(width, depth)
-        check_equivalence(problem, modes=modes)
-        chunks = ", ".join(f"{m}: steps_per_chunk {MODES[m]!r} -> {CHUNK_STEPS.get(MODES[m])}" for m in modes)
-        print(f"{width}x{depth}: plain loop and {', '.join(modes)} give the same losses and weights (2 epochs); "
-              f"{chunks}", flush=True)
-        row = time_size(problem, args.repeats, args.epochs, args.budget, modes)
-        rows.append(row)
-        med = row["median"]
-        print(f"  plain {med['plain'][0] * 1e3:.2f} ms/epoch (cpu {med['plain'][1] * 1e3:.2f})", end="")
-        for m in modes:
-            print(f"; {m} {med[m][0] * 1e3:.2f} (cpu {med[m][1] * 1e3:.2f}) ratio {row['ratio'][m][0]:.3f}"
-                  f" (cpu {row['ratio'][m][1]:.3f})", end="")
-        print(f"  [{row['epochs']} epochs x {row['repeats']} runs each]", flush=True)
-    print("\ngoal (framework / plain): <= 1.3 at 64x3, <= 1.1 at 512x4, <= 1.05 at 2048x6")
+    problems = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        for width, depth in sizes:
+            if (width, depth) not in problems:
+                problems[width, depth] = problem = build_problem(width, depth)
+                check_equivalence(problem, modes=modes)
+                chunks = ", ".join(f"{m}: steps_per_chunk {MODES[m]!r} -> {CHUNK_STEPS.get(MODES[m])}" for m in modes)
+                print(f"{width}x{depth}: plain loop and {', '.join(modes)} give the same losses and weights "
+                      f"(2 epochs); {chunks}", flush=True)
+            row = time_size(problems[width, depth], args.repeats, args.epochs, args.budget, modes)
+            row["threads"] = n
+            rows.append(row)
+            med = row["median"]
+            print(f"  {row['size']}, {n} thread(s): plain {med['plain'][0] * 1e3:.2f} ms/epoch "
+                  f"(cpu {med['plain'][1] * 1e3:.2f})", end="")
+            for m in modes:
+                print(f"; {m} {med[m][0] * 1e3:.2f} (cpu {med[m][1] * 1e3:.2f}) ratio {row['ratio'][m][0]:.3f}"
+                      f" (cpu {row['ratio'][m][1]:.3f})", end="")
+            print(f"  [{row['epochs']} epochs x {row['repeats']} runs each]", flush=True)
+    print("\ngoal (framework / plain, wall): " + ", ".join(f"<= {g} at {k}" for k, g in GOALS.items()))
     head = " | ".join(f"{m} ms | ratio (cpu ratio)" for m in modes)
-    print(f"\nmedian time per epoch (train + validation):\n\n| model | plain ms | {head} |")
-    print("|---|---|" + "---|---|" * len(modes))
+    print(f"\nmedian time per epoch (train + validation):\n\n| model | threads | plain ms | {head} | goal |")
+    print("|---|---|---|" + "---|---|" * len(modes) + "---|")
     for r in rows:
         med = r["median"]
         cells = " | ".join(f"{med[m][0] * 1e3:.2f} | {r['ratio'][m][0]:.3f} ({r['ratio'][m][1]:.3f})" for m in modes)
-        print(f"| {r['size']} | {med['plain'][0] * 1e3:.2f} | {cells} |")
+        goal = GOALS.get(r["size"])
+        verdict = ("-" if goal is None or "framework" not in modes
+                   else f"{goal}: {'met' if r['ratio']['framework'][0] <= goal else 'missed'}")
+        print(f"| {r['size']} | {r['threads']} | {med['plain'][0] * 1e3:.2f} | {cells} | {verdict} |")
     if args.mem:
         w, d = max(sizes, key=lambda s: s[0] ** 2 * s[1])
-        mem = measure_memory(w, d, threads=args.threads)
+        mem = measure_memory(w, d, threads=threads[0])
         print(f"\npeak RSS at {w}x{d} (2 epochs, separate processes): framework {mem['framework']:.0f} MiB, "
               f"plain {mem['plain']:.0f} MiB, ratio {mem['framework'] / mem['plain']:.3f}")
     if args.startup:

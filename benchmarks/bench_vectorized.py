@@ -19,6 +19,11 @@ that differ only in ``seed`` (custom seed: data draws, init, batch order), ``--e
   ``vmap(functional_call)``, at each size.
 - ``mem``: peak resident memory (VmHWM) of fresh processes: imports only, one point, and
   the K-point ensemble (2 epochs each); checks K-member <= K x (single - imports) + imports.
+
+``--threads 1,2`` (the default) repeats ``time`` and ``impl`` with each torch thread count
+in this one run; ``mem`` runs with the first. The run ends with the issue's goals (16
+points x 20 epochs: 64x3 vectorized >= 5x one by one and >= 10x 16 processes, 512x4 >= 1.5x;
+the memory bound) and whether each measured value meets it.
 """
 
 from __future__ import annotations
@@ -118,9 +123,15 @@ def process_start(repeats: int = 3) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def section_time(sizes, points: int, epochs: int, repeats: int) -> None:
-    start_wall, start_cpu = process_start()
-    print(f"process start (import torch, pytorch_lightning): {start_wall:.2f} s wall, {start_cpu:.2f} s CPU")
+#: The goals of the throughput issue (16 points x 20 epochs): vectorized vs one by one in one
+#: process, and vs 16 separate processes (64x3 only).
+GOALS = {"64x3": {"one by one": 5.0, "16 processes": 10.0}, "512x4": {"one by one": 1.5}}
+
+
+def section_time(sizes, points: int, epochs: int, repeats: int, threads: int, start: tuple,
+                 results: list) -> None:
+    """Times the sizes; appends ``{size, threads, vec, one, sep}`` (median wall seconds) to ``results``."""
+    start_wall, start_cpu = start
     for w, d in sizes:
         cfgs = configs(w, d, points)
         single_point(cfgs[0], 1)  # warm-up (imports, kernels)
@@ -134,10 +145,28 @@ def section_time(sizes, points: int, epochs: int, repeats: int) -> None:
             v = statistics.median(x[i] for x in vec)
             o = statistics.median(x[i] for x in one)
             sep = points * start + o
-            print(f"{w}x{d}, {points} points x {epochs} epochs, {what}: vectorized {v:.2f} s | one by one "
-                  f"{o:.2f} s ({o / v:.1f}x) | {points} processes (est. {points} x start + one by one) {sep:.1f} s "
-                  f"({sep / v:.1f}x)  [vec {', '.join(f'{x[i]:.2f}' for x in vec)}; "
-                  f"one {', '.join(f'{x[i]:.2f}' for x in one)}]")
+            print(f"{w}x{d}, {threads} thread(s), {points} points x {epochs} epochs, {what}: vectorized {v:.2f} s | "
+                  f"one by one {o:.2f} s ({o / v:.1f}x) | {points} processes (est. {points} x start + one by one) "
+                  f"{sep:.1f} s ({sep / v:.1f}x)  [vec {', '.join(f'{x[i]:.2f}' for x in vec)}; "
+                  f"one {', '.join(f'{x[i]:.2f}' for x in one)}]", flush=True)
+            if what == "wall":
+                results.append({"size": f"{w}x{d}", "threads": threads, "vec": v, "one": o, "sep": sep})
+
+
+def print_goals(results: list, mem: list, points: int, epochs: int) -> None:
+    """Each measured speed-up (and the memory check) against its goal: met or missed."""
+    print(f"\ngoals ({points} points x {epochs} epochs; the goals are stated for 16 x 20; wall-time medians):")
+    for r in results:
+        for what, goal in GOALS.get(r["size"], {}).items():
+            ratio = (r["one"] if what == "one by one" else r["sep"]) / r["vec"]
+            verdict = "met" if ratio >= goal and (points, epochs) == (16, 20) else (
+                "missed" if (points, epochs) == (16, 20) else "not the goal's sweep")
+            label = what if what == "one by one" else f"{points} separate processes"
+            print(f"  {r['size']}, {r['threads']} thread(s): vectorized {ratio:.1f}x faster than {label} "
+                  f"(goal {goal:g}x: {verdict})")
+    for m in mem:
+        print(f"  {m['size']}: {points}-member ensemble +{m['many']:.0f} MiB <= {points} x one point "
+              f"{m['bound']:.0f} MiB ({'met' if m['many'] <= m['bound'] else 'missed'})")
 
 
 def section_impl(sizes, points: int, epochs: int) -> None:
@@ -172,18 +201,20 @@ def _child(kind: str, w: int, d: int, points: int) -> None:
     print(json.dumps({"kb": hwm}))
 
 
-def section_mem(sizes, points: int) -> None:
+def section_mem(sizes, points: int, threads: int, results: list) -> None:
     for w, d in sizes:
         kb = {}
         for kind in ("imports", "single", "vectorized"):
-            out = subprocess.run([sys.executable, __file__, "--child", kind, f"--sizes={w}x{d}", f"--points={points}"],
+            out = subprocess.run([sys.executable, __file__, "--child", kind, f"--sizes={w}x{d}", f"--points={points}",
+                                  f"--threads={threads}"],
                                  check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             kb[kind] = json.loads(out.stdout.strip().splitlines()[-1])["kb"]
         base, one, many = kb["imports"], kb["single"] - kb["imports"], kb["vectorized"] - kb["imports"]
         bound = points * one
         print(f"{w}x{d}: peak RSS imports {base / 1024:.0f} MiB; one point +{one / 1024:.1f} MiB; {points}-member "
               f"ensemble +{many / 1024:.1f} MiB (bound {points} x one = {bound / 1024:.1f} MiB: "
-              f"{'OK' if many <= bound else 'EXCEEDED'}; {many / max(one, 1):.1f}x one point)")
+              f"{'OK' if many <= bound else 'EXCEEDED'}; {many / max(one, 1):.1f}x one point)", flush=True)
+        results.append({"size": f"{w}x{d}", "many": many / 1024, "bound": bound / 1024})
 
 
 def main() -> None:
@@ -193,7 +224,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", default="1,2", help="torch thread counts, each measured in turn (default 1,2)")
     ap.add_argument("--child", default=None)
     args = ap.parse_args()
     import logging
@@ -202,7 +233,8 @@ def main() -> None:
 
     from core_code.util.memory import keep_freed_memory
 
-    torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")]
+    torch.set_num_threads(threads[0])
     keep_freed_memory()  # as main.py does before training
     warnings.simplefilter("ignore")
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric",
@@ -213,14 +245,24 @@ def main() -> None:
         _child(args.child, *sizes[0], args.points)
         return
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} cores; "
-          f"{args.points} points x {args.epochs} epochs")
+          f"{args.points} points x {args.epochs} epochs; load average {os.getloadavg()[0]:.2f}")
     sections = args.sections.split(",")
+    times: list = []
+    mem: list = []
     if "time" in sections:
-        section_time(sizes, args.points, args.epochs, args.repeats)
-    if "impl" in sections:
-        section_impl(sizes, args.points, min(args.epochs, 5))
+        start = process_start()
+        print(f"process start (import torch, pytorch_lightning): {start[0]:.2f} s wall, {start[1]:.2f} s CPU")
+    for n in threads:
+        torch.set_num_threads(n)
+        if "time" in sections:
+            section_time(sizes, args.points, args.epochs, args.repeats, n, start, times)
+        if "impl" in sections:
+            print(f"impl, {n} thread(s):")
+            section_impl(sizes, args.points, min(args.epochs, 5))
     if "mem" in sections:
-        section_mem(sizes, args.points)
+        section_mem(sizes, args.points, threads[0], mem)
+    if times or mem:
+        print_goals(times, mem, args.points, args.epochs)
 
 
 if __name__ == "__main__":
