@@ -519,6 +519,7 @@ class LightningMultitask(pl.LightningModule):
                                   "known before the optimizer is built: give a task-specific training value, "
                                   "per-task models, or train with a DataModule")
             method.setup(self.tasks or tasks)
+        method.before_step(self.current_epoch)
         self._mtl_updates += 1
         diag = self.diagnostics_every is not None and self._mtl_updates % self.diagnostics_every == 0
         if self.per_task_optimizers:

@@ -212,6 +212,39 @@ def test_dwa_weights_follow_the_rule_over_epochs():
     assert w != [1.0, 1.0]
 
 
+def test_dwa_checkpoints_its_running_epoch_and_loads_older_checkpoints(monkeypatch):
+    """The running epoch's sums and its epoch go into state_dict; a later epoch's first step
+    closes them; a checkpoint without them (older) loads strictly and starts from none; under
+    DDP the checkpoint's sums (rank 0's) are dropped."""
+    from core_code.mtl import make_mtl_method, methods
+
+    def dwa():
+        m = make_mtl_method(("dwa", {"temperature": 2.0}), None)
+        m.setup([0, 1])
+        return m
+
+    run = dwa()
+    run.before_step(3)
+    run.weights(torch.tensor([2.0, 4.0]), [0, 1])
+    run.weights(torch.tensor([4.0, 6.0]), [0, 1])
+    state = run.state_dict()
+    assert set(state) == {"history", "epoch_sum", "epoch_count", "_extra_state"}
+    resumed = dwa()
+    resumed.load_state_dict(state)
+    assert resumed.epoch_sum.tolist() == [6.0, 10.0] and resumed.epoch_count.tolist() == [2.0, 2.0]
+    resumed.before_step(3)  # the same epoch goes on
+    assert resumed.epoch_count.tolist() == [2.0, 2.0] and resumed.history.isnan().all()
+    resumed.before_step(4)  # epoch 3 never ended: closed first
+    assert resumed.history[1].tolist() == [3.0, 5.0] and resumed.epoch_count.tolist() == [0.0, 0.0]
+    older = dwa()
+    older.load_state_dict({"history": state["history"]})  # strict, no error
+    assert older.epoch_count.tolist() == [0.0, 0.0] and older._sums_epoch is None
+    monkeypatch.setattr(methods, "_dist_world", lambda: 2)
+    ddp = dwa()
+    ddp.load_state_dict(state)
+    assert ddp.epoch_count.tolist() == [0.0, 0.0] and ddp._sums_epoch is None
+
+
 # ----------------------------------------------------------------- GradNorm
 def test_gradnorm_weights_follow_the_rule_over_two_epochs():
     alpha, wlr = 1.5, 0.3

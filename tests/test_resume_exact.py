@@ -88,11 +88,12 @@ class StopAt(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
-def _fit(out_dir: Path, strategy: str, steps, per_task: bool, stop=None, ckpt_path=None):
+def _fit(out_dir: Path, strategy: str, steps, per_task: bool, stop=None, ckpt_path=None, mtl=None):
     pl.seed_everything(0, verbose=False)
     model = tiny_model()
     lr = {"task_0": 0.01, "task_1": 0.02} if per_task else 0.01
-    module = LightningMultitask(model, update_rule="Adam", learning_rate=lr, regularization_alpha=0)
+    module = LightningMultitask(model, update_rule="Adam", learning_rate=lr, regularization_alpha=0,
+                                **({} if mtl is None else {"mtl_method": mtl}))
     data = DataModule(FakeData(N_PER_TASK, x_scale=2 ** -8), batch_size=BATCH_SIZE, batching_strategy=strategy,
                       steps_per_chunk=steps)
     log_cb = LoggingCallback(out_dir, plot=False)
@@ -129,26 +130,26 @@ def _assert_same_rows(rows: list[dict], ref: list[dict]) -> float:
 _REFERENCE: dict = {}
 
 
-def _reference(tmp_path_factory, strategy: str, steps, per_task: bool):
+def _reference(tmp_path_factory, strategy: str, steps, per_task: bool, mtl=None):
     """The uninterrupted run of the same settings (one per settings, shared by the stops)."""
-    key = (strategy, steps, per_task)
+    key = (strategy, steps, per_task, repr(mtl))
     if key not in _REFERENCE:
         out = tmp_path_factory.mktemp("reference")
-        model, trainer, _ = _fit(out, strategy, steps, per_task)
+        model, trainer, _ = _fit(out, strategy, steps, per_task, mtl=mtl)
         _REFERENCE[key] = (model, trainer.global_step, _rows(out / "metrics.csv"))
     return _REFERENCE[key]
 
 
-def _stop_and_resume(tmp_path, strategy, steps, per_task, stop_idx, how):
+def _stop_and_resume(tmp_path, strategy, steps, per_task, stop_idx, how, mtl=None):
     """Stop at (STOP_EPOCH, stop_idx), check the checkpoint is from inside the run, resume to the end."""
     ckpt = tmp_path / "interrupted.ckpt"
     stop = StopAt(STOP_EPOCH, stop_idx, how, ckpt)
     with pytest.raises((_Stop, SystemExit)):
-        _fit(tmp_path, strategy, steps, per_task, stop=stop)
+        _fit(tmp_path, strategy, steps, per_task, stop=stop, mtl=mtl)
     assert stop.fired and ckpt.is_file()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert STOP_EPOCH <= state["epoch"] <= STOP_EPOCH + 1 and 0 < state["global_step"]
-    return _fit(tmp_path, strategy, steps, per_task, ckpt_path=str(ckpt))
+    return _fit(tmp_path, strategy, steps, per_task, ckpt_path=str(ckpt), mtl=mtl)
 
 
 #: (strategy, steps_per_chunk, per-task optimizers, Lightning step of epoch 1 to stop at)
@@ -193,6 +194,30 @@ def test_a_stop_at_the_last_step_of_an_epoch_resumes_exactly(tmp_path, tmp_path_
     rows = _rows(tmp_path / "metrics.csv")
     if how == "batch_end":  # Lightning's restart skips the epoch end of STOP_EPOCH
         assert [r["epoch"] for r in rows] == [e for e in range(EPOCHS) if e != STOP_EPOCH]
+        ref_rows = [r for r in ref_rows if r["epoch"] != STOP_EPOCH]
+    _assert_same_rows(rows, ref_rows)
+
+
+@pytest.mark.parametrize("strategy,steps,how,stop_idx", [
+    ("data_deterministic", 1, "batch_end", 7),
+    ("data_stochastic", 4, "sigterm", 5),
+    ("data_deterministic", "auto", "validation_end", 0),
+    ("data_deterministic", 1, "batch_end", 59),
+])
+def test_dwa_resumes_with_the_stopped_epochs_task_losses(tmp_path, tmp_path_factory, strategy, steps, how, stop_idx):
+    """DWA weighs epoch e by the mean task losses of epochs e-2 and e-1: the stopped epoch's
+    running sums travel in the checkpoint, also when it was taken before that epoch's end ran
+    (ModelCheckpoint's default place, ``on_validation_end``) or at its last step (Lightning
+    then never calls that epoch's end: the first step of the next epoch closes it)."""
+    dwa = ("dwa", {"temperature": 2.0})
+    ref_model, ref_steps, ref_rows = _reference(tmp_path_factory, strategy, steps, False, dwa)
+    model, trainer, _ = _stop_and_resume(tmp_path, strategy, steps, False, stop_idx, how, dwa)
+    assert trainer.global_step == ref_steps
+    assert _rel_weight_diff(model, ref_model) <= REL
+    history = trainer.lightning_module.mtl_method.history
+    assert not bool(history.isnan().any()) and history.shape == (2, 2)  # epochs 1 and 2 closed
+    rows = _rows(tmp_path / "metrics.csv")
+    if stop_idx == 59:  # Lightning's restart skips the epoch end of STOP_EPOCH: no row
         ref_rows = [r for r in ref_rows if r["epoch"] != STOP_EPOCH]
     _assert_same_rows(rows, ref_rows)
 

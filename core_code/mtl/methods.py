@@ -85,6 +85,9 @@ class MTLMethod(nn.Module):
         """The module holding ``task``'s own method parameters (for its optimizer), or None."""
         return None
 
+    def before_step(self, epoch: int) -> None:
+        """Called before every training step with the epoch the step belongs to (on every rank)."""
+
     def epoch_end(self) -> None:
         """Called at the end of every training epoch (on every rank)."""
 
@@ -208,7 +211,17 @@ class DynamicWeightAverage(MTLMethod):
 
     L_k(e) is task k's mean objective over training epoch e (averaged over ranks under
     DDP); the first two epochs use w = 1.
+
+    The running epoch's sums are checkpointed with the history, so a run resumed inside an
+    epoch, or from a checkpoint taken before that epoch's end ran, finds the same L_k(e) as
+    one never stopped. Under DDP a checkpoint holds rank 0's sums only: there a resumed
+    epoch's L_k(e) covers the steps after the resume.
     """
+
+    #: checkpointed with the history; checkpoints written before they were have none
+    _SUM_BUFFERS = ("epoch_sum", "epoch_count")
+    #: the epoch the running sums belong to (None: no sums since the last epoch end); checkpointed
+    _sums_epoch: Optional[int] = None
 
     name = "dwa"
     options = {"temperature": 2.0}
@@ -227,8 +240,8 @@ class DynamicWeightAverage(MTLMethod):
         n = len(self.tasks)
         if not hasattr(self, "history"):
             self.register_buffer("history", torch.full((2, n), float("nan"), dtype=torch.float64))
-            self.register_buffer("epoch_sum", torch.zeros(n, dtype=torch.float64), persistent=False)
-            self.register_buffer("epoch_count", torch.zeros(n, dtype=torch.float64), persistent=False)
+            self.register_buffer("epoch_sum", torch.zeros(n, dtype=torch.float64))
+            self.register_buffer("epoch_count", torch.zeros(n, dtype=torch.float64))
 
     def all_weights(self) -> torch.Tensor:
         """(len(self.tasks),) weights of the current epoch."""
@@ -250,6 +263,14 @@ class DynamicWeightAverage(MTLMethod):
 
     _current: Optional[torch.Tensor] = None
 
+    def before_step(self, epoch: int) -> None:
+        if self._sums_epoch is not None and self._sums_epoch != epoch:
+            # The sums of an epoch whose end never ran: the run resumed from a checkpoint of
+            # that epoch's last step, and Lightning went on with the next epoch. Close it
+            # first, as the uninterrupted run did.
+            self.epoch_end()
+        self._sums_epoch = epoch
+
     def epoch_end(self) -> None:
         if self.tasks is None:
             return
@@ -262,9 +283,26 @@ class DynamicWeightAverage(MTLMethod):
         self.epoch_sum.zero_()
         self.epoch_count.zero_()
         self._current = None
+        self._sums_epoch = None
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def get_extra_state(self) -> dict:
+        return {"sums_epoch": self._sums_epoch}
+
+    def set_extra_state(self, state: Any) -> None:
+        self._sums_epoch = state.get("sums_epoch") if isinstance(state, dict) else None
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        older = [k for k in (*self._SUM_BUFFERS, "_extra_state") if prefix + k in missing_keys]
+        for k in older:  # a checkpoint written before the sums were kept: the epoch starts from none
+            missing_keys.remove(prefix + k)
+        # under DDP the checkpoint holds rank 0's sums, not this rank's
+        if (older or _dist_world() > 1) and self.tasks is not None:
+            self.epoch_sum.zero_()
+            self.epoch_count.zero_()
+            self._sums_epoch = None
         self._current = None
 
 
