@@ -318,6 +318,8 @@ class LightningMultitask(pl.LightningModule):
         self.mtl_method.epoch_end()
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
+        if self.diagnostics_every is not None:
+            self._diagnostics.begin(self.current_epoch)
         steps = self._step_machinery()
         if isinstance(batch, ChunkBatch):
             return self._train_chunk(batch, steps)
@@ -699,6 +701,8 @@ class LightningMultitask(pl.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state(),
                                     "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
                                     "python": random.getstate()}
+        if self._diagnostics.records:  # the running epoch's diagnostics (a mid-epoch stop)
+            checkpoint["mtl_diagnostics"] = self._diagnostics.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         import random
@@ -711,6 +715,7 @@ class LightningMultitask(pl.LightningModule):
             name, keys, pos, has_gauss, gauss = states["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
+        self._diagnostics.load_state_dict(checkpoint.get("mtl_diagnostics"))
 
     # ------------------------------------------------------------------ fit
     def check_tasks(self, data_tasks: Sequence[int]) -> None:

@@ -88,12 +88,12 @@ class StopAt(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
-def _fit(out_dir: Path, strategy: str, steps, per_task: bool, stop=None, ckpt_path=None, mtl=None):
+def _fit(out_dir: Path, strategy: str, steps, per_task: bool, stop=None, ckpt_path=None, training=None):
     pl.seed_everything(0, verbose=False)
     model = tiny_model()
     lr = {"task_0": 0.01, "task_1": 0.02} if per_task else 0.01
     module = LightningMultitask(model, update_rule="Adam", learning_rate=lr, regularization_alpha=0,
-                                **({} if mtl is None else {"mtl_method": mtl}))
+                                **(training or {}))
     data = DataModule(FakeData(N_PER_TASK, x_scale=2 ** -8), batch_size=BATCH_SIZE, batching_strategy=strategy,
                       steps_per_chunk=steps)
     log_cb = LoggingCallback(out_dir, plot=False)
@@ -130,26 +130,26 @@ def _assert_same_rows(rows: list[dict], ref: list[dict]) -> float:
 _REFERENCE: dict = {}
 
 
-def _reference(tmp_path_factory, strategy: str, steps, per_task: bool, mtl=None):
+def _reference(tmp_path_factory, strategy: str, steps, per_task: bool, training=None):
     """The uninterrupted run of the same settings (one per settings, shared by the stops)."""
-    key = (strategy, steps, per_task, repr(mtl))
+    key = (strategy, steps, per_task, repr(training))
     if key not in _REFERENCE:
         out = tmp_path_factory.mktemp("reference")
-        model, trainer, _ = _fit(out, strategy, steps, per_task, mtl=mtl)
+        model, trainer, _ = _fit(out, strategy, steps, per_task, training=training)
         _REFERENCE[key] = (model, trainer.global_step, _rows(out / "metrics.csv"))
     return _REFERENCE[key]
 
 
-def _stop_and_resume(tmp_path, strategy, steps, per_task, stop_idx, how, mtl=None):
+def _stop_and_resume(tmp_path, strategy, steps, per_task, stop_idx, how, training=None):
     """Stop at (STOP_EPOCH, stop_idx), check the checkpoint is from inside the run, resume to the end."""
     ckpt = tmp_path / "interrupted.ckpt"
     stop = StopAt(STOP_EPOCH, stop_idx, how, ckpt)
     with pytest.raises((_Stop, SystemExit)):
-        _fit(tmp_path, strategy, steps, per_task, stop=stop, mtl=mtl)
+        _fit(tmp_path, strategy, steps, per_task, stop=stop, training=training)
     assert stop.fired and ckpt.is_file()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert STOP_EPOCH <= state["epoch"] <= STOP_EPOCH + 1 and 0 < state["global_step"]
-    return _fit(tmp_path, strategy, steps, per_task, ckpt_path=str(ckpt), mtl=mtl)
+    return _fit(tmp_path, strategy, steps, per_task, ckpt_path=str(ckpt), training=training)
 
 
 #: (strategy, steps_per_chunk, per-task optimizers, Lightning step of epoch 1 to stop at)
@@ -198,24 +198,31 @@ def test_a_stop_at_the_last_step_of_an_epoch_resumes_exactly(tmp_path, tmp_path_
     _assert_same_rows(rows, ref_rows)
 
 
+@pytest.mark.parametrize("training", [{"mtl_method": ("dwa", {"temperature": 2.0})},
+                                      {"mtl_method": "pcgrad", "diagnostics_every_n_steps": 2}],
+                         ids=["dwa", "diagnostics"])
 @pytest.mark.parametrize("strategy,steps,how,stop_idx", [
     ("data_deterministic", 1, "batch_end", 7),
     ("data_stochastic", 4, "sigterm", 5),
     ("data_deterministic", "auto", "validation_end", 0),
     ("data_deterministic", 1, "batch_end", 59),
 ])
-def test_dwa_resumes_with_the_stopped_epochs_task_losses(tmp_path, tmp_path_factory, strategy, steps, how, stop_idx):
-    """DWA weighs epoch e by the mean task losses of epochs e-2 and e-1: the stopped epoch's
-    running sums travel in the checkpoint, also when it was taken before that epoch's end ran
+def test_epoch_state_of_mtl_methods_and_diagnostics_resumes(tmp_path, tmp_path_factory, training, strategy, steps,
+                                                             how, stop_idx):
+    """What a method or the diagnostics gather over an epoch travels in the checkpoint: DWA's
+    running task losses (its weights for the next epochs) and the ``diagnostics/*`` records
+    (that epoch's row). Also for a checkpoint taken before that epoch's end ran
     (ModelCheckpoint's default place, ``on_validation_end``) or at its last step (Lightning
-    then never calls that epoch's end: the first step of the next epoch closes it)."""
-    dwa = ("dwa", {"temperature": 2.0})
-    ref_model, ref_steps, ref_rows = _reference(tmp_path_factory, strategy, steps, False, dwa)
-    model, trainer, _ = _stop_and_resume(tmp_path, strategy, steps, False, stop_idx, how, dwa)
+    then never calls that epoch's end: the next epoch's first step closes or drops it)."""
+    ref_model, ref_steps, ref_rows = _reference(tmp_path_factory, strategy, steps, False, training)
+    model, trainer, _ = _stop_and_resume(tmp_path, strategy, steps, False, stop_idx, how, training)
     assert trainer.global_step == ref_steps
     assert _rel_weight_diff(model, ref_model) <= REL
-    history = trainer.lightning_module.mtl_method.history
-    assert not bool(history.isnan().any()) and history.shape == (2, 2)  # epochs 1 and 2 closed
+    method = trainer.lightning_module.mtl_method
+    if method.name == "dwa":
+        assert not bool(method.history.isnan().any()) and method.history.shape == (2, 2)  # epochs 1, 2 closed
+    else:
+        assert any(k.startswith("diagnostics/cos_task_0_task_1") for k in ref_rows[-1])
     rows = _rows(tmp_path / "metrics.csv")
     if stop_idx == 59:  # Lightning's restart skips the epoch end of STOP_EPOCH: no row
         ref_rows = [r for r in ref_rows if r["epoch"] != STOP_EPOCH]

@@ -9,7 +9,8 @@ gradients G (T x P) of the shared parameters:
 - ``diagnostics/cos_task_<s>_task_<t>`` (s < t): g_s . g_t / (||g_s|| ||g_t||) (0 if one is 0);
 - ``diagnostics/weight_task_<t>``: the weight the method gave task t (methods with weights).
 
-``epoch_means()`` averages each name over the epoch's records (one host transfer).
+``epoch_means()`` averages each name over the epoch's records (one host transfer). The
+records travel in checkpoints (``state_dict``), so an epoch resumed inside has all of them.
 """
 
 from __future__ import annotations
@@ -26,9 +27,29 @@ class Diagnostics:
 
     def __init__(self) -> None:
         self.records: list[tuple[list[str], torch.Tensor]] = []
+        self.epoch: Optional[int] = None  # the epoch the records belong to
 
     def reset(self) -> None:
         self.records = []
+        self.epoch = None
+
+    def begin(self, epoch: int) -> None:
+        """Steps of ``epoch`` come next. Records of an earlier epoch are dropped: its end never
+        ran (a run resumed from a checkpoint of its last step), so its row is not written."""
+        if epoch != self.epoch:
+            self.records = []
+            self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        """The epoch's records on the CPU (strings and tensors: a checkpoint entry)."""
+        return {"epoch": self.epoch, "records": [[list(n), v.detach().cpu()] for n, v in self.records]}
+
+    def load_state_dict(self, state: Optional[Mapping]) -> None:
+        """Continue the records of ``state`` (None or {}: none)."""
+        self.reset()
+        if state:
+            self.epoch = state.get("epoch")
+            self.records = [(list(n), v) for n, v in state.get("records", [])]
 
     def record(self, G: Optional[torch.Tensor], tasks: Sequence[int],
                layers: Mapping[str, list[tuple[int, int]]], weights: Optional[torch.Tensor]) -> None:
