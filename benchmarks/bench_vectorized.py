@@ -156,11 +156,11 @@ def section_time(sizes, points: int, epochs: int, repeats: int, threads: int, st
 def print_goals(results: list, mem: list, points: int, epochs: int) -> None:
     """Each measured speed-up (and the memory check) against its goal: met or missed."""
     print(f"\ngoals ({points} points x {epochs} epochs; the goals are stated for 16 x 20; wall-time medians):")
+    goal_sweep = (points, epochs) == (16, 20)
     for r in results:
         for what, goal in GOALS.get(r["size"], {}).items():
             ratio = (r["one"] if what == "one by one" else r["sep"]) / r["vec"]
-            verdict = "met" if ratio >= goal and (points, epochs) == (16, 20) else (
-                "missed" if (points, epochs) == (16, 20) else "not the goal's sweep")
+            verdict = ("met" if ratio >= goal else "missed") if goal_sweep else "not the goal's sweep"
             label = what if what == "one by one" else f"{points} separate processes"
             print(f"  {r['size']}, {r['threads']} thread(s): vectorized {ratio:.1f}x faster than {label} "
                   f"(goal {goal:g}x: {verdict})")
