@@ -318,6 +318,9 @@ class LightningMultitask(pl.LightningModule):
         self.mtl_method.epoch_end()
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
+        # What an epoch gathers belongs to this epoch: after a resume from a checkpoint of an
+        # epoch's last step, Lightning starts the next epoch without that epoch's end.
+        self.mtl_method.before_step(self.current_epoch)
         if self.diagnostics_every is not None:
             self._diagnostics.begin(self.current_epoch)
         steps = self._step_machinery()
@@ -521,7 +524,6 @@ class LightningMultitask(pl.LightningModule):
                                   "known before the optimizer is built: give a task-specific training value, "
                                   "per-task models, or train with a DataModule")
             method.setup(self.tasks or tasks)
-        method.before_step(self.current_epoch)
         self._mtl_updates += 1
         diag = self.diagnostics_every is not None and self._mtl_updates % self.diagnostics_every == 0
         if self.per_task_optimizers:

@@ -86,7 +86,7 @@ class MTLMethod(nn.Module):
         return None
 
     def before_step(self, epoch: int) -> None:
-        """Called before every training step with the epoch the step belongs to (on every rank)."""
+        """Called before every training step, or chunk of steps, with its epoch (on every rank)."""
 
     def epoch_end(self) -> None:
         """Called at the end of every training epoch (on every rank)."""
