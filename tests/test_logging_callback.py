@@ -389,7 +389,9 @@ def test_in_domain_loss_and_baselines_are_exact(tmp_path):
     # the in-domain rows are found once per fit: one cached entry per (batch, task)
     # (6 chunks of 3 rows, each inside one task's block), reused by the second epoch
     assert len(cb._in_rows) == 6
-    assert [len(cb._in_rows[("val", 0, k, 0, 0, 3)]) for k in range(3)] == [3, 2, 0]
+    # (rows, count): contiguous rows as a slice (a view), none as an empty index
+    assert [cb._in_rows[("val", 0, k, 0, 0, 3)][1] for k in range(3)] == [3, 2, 0]
+    assert [cb._in_rows[("val", 0, k, 0, 0, 3)][0] for k in range(2)] == [slice(0, 3), slice(0, 2)]
 
 
 def test_no_training_box_no_in_domain_metric_but_baselines(tmp_path):
@@ -428,3 +430,28 @@ def test_in_domain_test_split(tmp_path):
         expected = torch.nn.functional.mse_loss(model(test["x"][rows]), test["y"][rows]).item()
     assert int(rows.sum()) == 2
     assert cb.test_metrics["test/loss_in_domain_task_1"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_epoch_loss_is_the_row_weighted_mean_of_the_steps():
+    from experiments.logging.callback import _EpochLoss
+
+    acc = _EpochLoss()
+    for v, n in ((1.0, 1), (2.0, 3), (4.0, 4)):
+        acc.add({"losses": {0: torch.tensor(v), 1: torch.tensor(10 * v)}, "n": {0: n, 1: 0 if v == 2.0 else 2}}, None)
+    # task 0: (1*1 + 2*3 + 4*4) / 8; task 1: rows only in the 1st and 3rd step, (10 + 40) * 2 / 4;
+    # task 2 never had rows: left out
+    assert acc.compute([0, 1, 2], torch.device("cpu")) == {0: 23 / 8, 1: 25.0}
+    assert _EpochLoss().compute([0, 1], torch.device("cpu")) == {}
+
+
+def test_in_domain_rows_are_a_slice_when_contiguous_else_an_index():
+    from experiments.logging.callback import _row_selection
+
+    rows, n = _row_selection(torch.tensor([False, True, True, False]))
+    assert (rows, n) == (slice(1, 3), 2)
+    rows, n = _row_selection(torch.tensor([True, False, True]))
+    assert n == 2 and rows.tolist() == [0, 2]
+    x = torch.arange(3.0)
+    assert x[rows].tolist() == [0.0, 2.0]
+    rows, n = _row_selection(torch.zeros(3, dtype=torch.bool))
+    assert n == 0 and rows.numel() == 0

@@ -418,3 +418,14 @@ def test_diagnostics_reach_the_metrics_csv(tmp_path):
     assert "diagnostics/cos_task_0_task_1" in cb.history[-1]
     rows = read_metrics(tmp_path / "metrics.csv")
     assert "diagnostics/grad_norm_task_1" in rows[-1]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_sum_of_task_losses_is_the_stack_sum_bit_for_bit(k):
+    from core_code.util.aggregation import sum_losses
+
+    gen = torch.Generator().manual_seed(k)
+    values = [torch.rand((), generator=gen, requires_grad=True) * 10 ** i for i in range(k)]
+    total = sum_losses(dict(enumerate(values)))
+    assert total.item() == torch.stack(values).sum().item()  # the same float32 rounding
+    total.backward()

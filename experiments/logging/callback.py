@@ -114,7 +114,9 @@ class _EpochLoss:
         ``tasks`` must be the same on every rank when ``world_size > 1`` (the reduction
         is collective); tasks without rows anywhere are left out.
         """
-        tasks = sorted(set(tasks) | set(self.losses)) if world_size == 1 else list(tasks)
+        if world_size == 1 or strategy is None:
+            return self._compute_here(sorted(set(tasks) | set(self.losses)))
+        tasks = list(tasks)
         if not tasks:
             return {}
         sums, rows = [], []
@@ -129,12 +131,25 @@ class _EpochLoss:
                 rows.append(0.0)
         total = torch.stack(sums)
         count = torch.tensor(rows, dtype=torch.float32, device=device)
-        if world_size > 1 and strategy is not None:
-            total = strategy.reduce(total, reduce_op="sum")
-            count = strategy.reduce(count, reduce_op="sum")
+        total = strategy.reduce(total, reduce_op="sum")
+        count = strategy.reduce(count, reduce_op="sum")
         values = (total / count.clamp_min(1.0)).tolist()  # the epoch's one host sync
         counts = count.tolist()
         return {t: v for t, v, c in zip(tasks, values, counts) if c > 0}
+
+    def _compute_here(self, tasks: list[int]) -> dict[int, float]:
+        """``compute`` in one process: one host sync for all the epoch's step values, the
+        row-weighted means summed in float64 on the host (a few small tensor ops less
+        than on the device, which a small model's epoch notices)."""
+        present = [t for t in tasks if t in self.losses]
+        flat = [v.reshape(()) for t in present for v in self.losses[t]]
+        values = torch.stack(flat).tolist() if flat else []
+        out, i = {}, 0
+        for t in present:
+            rows = self.rows[t]
+            out[t] = sum(v * n for v, n in zip(values[i:i + len(rows)], rows)) / sum(rows)
+            i += len(rows)
+        return out
 
 
 Box = tuple[list[float], list[float]]
@@ -170,6 +185,16 @@ def in_box(x: torch.Tensor, box: Box) -> torch.Tensor:
     lo = torch.tensor(box[0], dtype=x.dtype, device=x.device)
     hi = torch.tensor(box[1], dtype=x.dtype, device=x.device)
     return ((x >= lo) & (x <= hi)).all(dim=1)
+
+
+def _row_selection(mask: torch.Tensor) -> tuple[Union[slice, torch.Tensor], int]:
+    """``(rows, count)`` of the True rows of ``mask``: a slice when they are contiguous (a
+    view, no copy: equidistant validation points give one block), else their indices."""
+    index = mask.nonzero().squeeze(1)
+    n = index.numel()
+    if n and int(index[-1]) - int(index[0]) + 1 == n:
+        return slice(int(index[0]), int(index[-1]) + 1), n
+    return index, n
 
 
 def baseline_losses(train: Mapping[str, torch.Tensor], val: Mapping[str, torch.Tensor],
@@ -227,7 +252,7 @@ class LoggingCallback(pl.Callback):
         self._acc = {split: _EpochLoss() for split in SPLITS}
         self._in_acc = {split: _EpochLoss() for split in IN_DOMAIN_SPLITS}
         self._boxes: Optional[dict[int, Box]] = None  # task -> training box, found once per fit
-        self._in_rows: dict[tuple, torch.Tensor] = {}  # (split, loader, batch, task, a, b) -> row indices
+        self._in_rows: dict[tuple, tuple] = {}  # (split, loader, batch, task, a, b) -> (rows, count)
         self.baselines: dict[str, float] = {}
         self._val_metrics: dict[str, float] = {}  # this epoch's validation losses
         self._csv = MetricsCSV(self.out_dir / CSV_NAME) if self.out_dir is not None else None
@@ -319,7 +344,9 @@ class LoggingCallback(pl.Callback):
         train = self._finish_split(trainer, pl_module, "train")
         row = {"epoch": epoch, **train, **self._val_metrics}
         self._val_metrics = {}
-        self.history = [r for r in self.history if r["epoch"] != epoch] + [row]
+        if self.history and self.history[-1]["epoch"] >= epoch:  # an epoch redone: replace its row
+            self.history = [r for r in self.history if r["epoch"] != epoch]
+        self.history.append(row)
         if trainer.is_global_zero and self._csv is not None:
             self._csv.write_row(row, self.history)
         if (epoch + 1) % self.logging_epoch_interval == 0:
@@ -417,15 +444,14 @@ class LoggingCallback(pl.Callback):
                 if t not in self._boxes or t not in preds:
                     continue
                 rows_key = (split, *key, t, a, b)
-                rows = self._in_rows.get(rows_key)
-                if rows is None:  # first time this batch is seen in this fit
-                    rows = in_box(batch["x"][a:b], self._boxes[t]).nonzero().squeeze(1)
-                    self._in_rows[rows_key] = rows
-                if rows.numel() == 0:
+                found = self._in_rows.get(rows_key)
+                if found is None:  # first time this batch is seen in this fit
+                    found = self._in_rows[rows_key] = _row_selection(in_box(batch["x"][a:b], self._boxes[t]))
+                rows, n = found
+                if n == 0:
                     continue
-                losses[t] = pl_module.criterion(t)(preds[t].index_select(0, rows),
-                                                   batch["y"][a:b].index_select(0, rows))
-                counts[t] = rows.numel()
+                losses[t] = pl_module.criterion(t)(preds[t][rows], batch["y"][a:b][rows])
+                counts[t] = n
         self._in_acc[split].add({"losses": losses, "n": counts}, batch)
 
     def _log_baselines(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
