@@ -268,7 +268,10 @@ def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out)
     for k, m in enumerate(models):
         ref = torch.autograd.grad(m(x[k]).square().sum(), list(m.parameters()))
         for (name, _), g, r in zip(st.named_stacked(), grads, ref):
-            assert torch.allclose(st.to_member(name, g[k]), r, rtol=1e-5, atol=1e-6), (k, name)
+            # float32 sums over rows: an element near 0 keeps the rounding of its largest terms
+            # (seen: 1.4808e-2 vs 1.4806e-2 beside elements of 8), so atol scales with the gradient
+            atol = 1e-6 * max(1.0, float(r.abs().max()))
+            assert torch.allclose(st.to_member(name, g[k]), r, rtol=1e-5, atol=atol), (k, name)
     rows = torch.randn(MEMBERWISE_MIN_ROWS + 1, d_in)
     with torch.no_grad():
         ref = torch.stack([m(rows) for m in models])
