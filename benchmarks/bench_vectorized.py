@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_vectorized.py                        # everything
     .venv/bin/python benchmarks/bench_vectorized.py --sections time --sizes 64x3 --points 16 --epochs 20
     .venv/bin/python benchmarks/bench_vectorized.py --sections impl        # baddbmm vs vmap forward
+    .venv/bin/python benchmarks/bench_vectorized.py --sections time,floor --sizes 64x3
 
 A seed sweep of compositeSine (data and training of ``experiments/compositeSine/configs.py``,
 an NTK abcMLP of the given size, SGD, 13 steps an epoch, 2048 validation points): K points
@@ -19,6 +20,11 @@ that differ only in ``seed`` (custom seed: data draws, init, batch order), ``--e
   ``vmap(functional_call)``, at each size.
 - ``mem``: peak resident memory (VmHWM) of fresh processes: imports only, one point, and
   the K-point ensemble (2 epochs each); checks K-member <= K x (single - imports) + imports.
+- ``floor``: one epoch of a hand-written K-member ensemble with the same shapes (layers in
+  the forms ``StackedModel`` uses, ReLU, each task's MSE over its rows and columns, plain
+  SGD, validation member by member over the distinct points; no framework, no abc
+  multipliers): what the arithmetic of an epoch costs in eager PyTorch. With ``time`` in the
+  same run it also prints the speed-up over one by one that this arithmetic alone would allow.
 
 ``--threads 1,2`` (the default) repeats ``time`` and ``impl`` with each torch thread count
 in this one run; ``mem`` runs with the first. The run ends with the issue's goals (16
@@ -185,6 +191,99 @@ def section_impl(sizes, points: int, epochs: int) -> None:
                   + ", ".join(f"{impl} {t:.2f} s" for impl, t in med.items()))
 
 
+def hand_written_epoch(cfg: dict, points: int, epochs: int = 10) -> tuple[float, float]:
+    """Median (training, validation) seconds of an epoch of the hand-written ensemble (``floor``)."""
+    import math
+
+    import torch
+
+    from core_code.util.batching import deterministic_task_batch_sizes, task_blocks
+    from core_code.vectorized.stacked import NARROW_MAX_OUT
+
+    arch, training = cfg["architecture"], cfg["training"]
+    data = Builder().make_data(cfg["data"])
+    train, val = data.create_data("train"), data.create_data("val")
+    n = {t: b - a for t, (a, b) in task_blocks(train["task_activity"]).items()}
+    sizes = {t: s for t, s in deterministic_task_batch_sizes(n, training["batch_size"]).items() if s}
+    steps = max(math.ceil(n[t] / s) for t, s in sizes.items())
+    cols = {}
+    for t in sizes:  # the columns each task's criterion compares (dimred: its dims' range)
+        crit = training["criterion"]
+        crit = crit.get(f"task_{t}", crit) if isinstance(crit, dict) else crit
+        dims = list(crit[1]) if isinstance(crit, (tuple, list)) and len(crit) > 1 else []
+        cols[t] = slice(min(dims), max(dims) + 1) if dims else slice(None)
+    rows, a = {}, 0
+    for t, size in sizes.items():
+        rows[t], a = (a, a + size), a + size
+    widths = [arch["d_in"]] + [arch["width"]] * (arch["depth"] - 1) + [arch["d_out"]]
+    form = ["outer" if i == 1 else "narrow" if 1 < o < NARROW_MAX_OUT else "bmm" for i, o in zip(widths, widths[1:])]
+    gen = torch.Generator().manual_seed(0)
+    params = []
+    for i, o, f in zip(widths, widths[1:], form):
+        shape = (points, o, i) if f == "narrow" else (points, i, o)
+        params += [(torch.randn(*shape, generator=gen) / math.sqrt(i)).requires_grad_(),
+                   torch.zeros(points, 1, o, requires_grad=True)]
+    lr = float(training["learning_rate"] if not isinstance(training["learning_rate"], dict)
+               else next(iter(training["learning_rate"].values())))
+
+    def layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, f: str, batched: bool) -> torch.Tensor:
+        if f == "outer":
+            return torch.addcmul(b, h, w)
+        if f == "narrow":
+            return (torch.baddbmm if batched else torch.addmm)(b.mT, w, h.mT).mT
+        return (torch.baddbmm if batched else torch.addmm)(b, h, w)
+
+    def forward(h: torch.Tensor, ps: list, batched: bool = True) -> torch.Tensor:
+        for j, f in enumerate(form):
+            h = layer(h, ps[2 * j], ps[2 * j + 1], f, batched)
+            h = torch.relu(h) if j < len(form) - 1 else h
+        return h
+
+    x = torch.randn(points, a, widths[0], generator=gen)
+    y = torch.randn(points, a, widths[-1], generator=gen)
+    xv = torch.unique(val["x"], dim=0)
+
+    def train_epoch() -> None:
+        for _ in range(steps):
+            out = forward(x, params)
+            loss = sum((out[:, p:q, cols[t]] - y[:, p:q, cols[t]]).square().mean(dim=(1, 2))
+                       for t, (p, q) in rows.items())
+            for prm in params:
+                prm.grad = None
+            loss.sum().backward()
+            with torch.no_grad():
+                torch._foreach_add_(params, [prm.grad for prm in params], alpha=-lr)
+
+    @torch.no_grad()
+    def validate() -> None:
+        out = torch.stack([forward(xv, [prm[k] for prm in params], batched=False) for k in range(points)])
+        [out[:, :, cols[t]].square().mean(dim=(1, 2)) for t in rows]
+
+    times: list[tuple[float, float]] = []
+    for e in range(epochs + 2):  # 2 warm-up epochs
+        t0 = time.perf_counter()
+        train_epoch()
+        t1 = time.perf_counter()
+        validate()
+        if e >= 2:
+            times.append((t1 - t0, time.perf_counter() - t1))
+    return statistics.median(t for t, _ in times), statistics.median(v for _, v in times)
+
+
+def section_floor(sizes, points: int, epochs: int, threads: int, results: list) -> None:
+    """Prints the hand-written ensemble's epoch and, given ``time`` results, the speed-up it would allow."""
+    for w, d in sizes:
+        train, val = hand_written_epoch(configs(w, d, points)[0], points)
+        line = (f"{w}x{d}, {threads} thread(s): hand-written {points}-member epoch {1e3 * (train + val):.1f} ms "
+                f"(training {1e3 * train:.1f}, validation {1e3 * val:.1f})")
+        for r in results:
+            if r["size"] == f"{w}x{d}" and r["threads"] == threads:
+                line += (f"; the framework's vectorized sweep {1e3 * r['vec'] / epochs:.1f} ms an epoch (set-up "
+                         f"included); this arithmetic alone: at most {r['one'] / (epochs * (train + val)):.1f}x "
+                         f"faster than one by one ({r['one']:.2f} s)")
+        print(line, flush=True)
+
+
 def _child(kind: str, w: int, d: int, points: int) -> None:
     import warnings as _w
 
@@ -259,6 +358,8 @@ def main() -> None:
         if "impl" in sections:
             print(f"impl, {n} thread(s):")
             section_impl(sizes, args.points, min(args.epochs, 5))
+        if "floor" in sections:
+            section_floor(sizes, args.points, args.epochs, n, times)
     if "mem" in sections:
         section_mem(sizes, args.points, threads[0], mem)
     if times or mem:
