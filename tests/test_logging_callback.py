@@ -445,13 +445,13 @@ def test_epoch_loss_is_the_row_weighted_mean_of_the_steps():
 
 
 def test_in_domain_rows_are_a_slice_when_contiguous_else_an_index():
-    from experiments.logging.callback import _row_selection
+    from core_code.util.batching import row_selection
 
-    rows, n = _row_selection(torch.tensor([False, True, True, False]))
+    rows, n = row_selection(torch.tensor([False, True, True, False]))
     assert (rows, n) == (slice(1, 3), 2)
-    rows, n = _row_selection(torch.tensor([True, False, True]))
+    rows, n = row_selection(torch.tensor([True, False, True]))
     assert n == 2 and rows.tolist() == [0, 2]
     x = torch.arange(3.0)
     assert x[rows].tolist() == [0.0, 2.0]
-    rows, n = _row_selection(torch.zeros(3, dtype=torch.bool))
+    rows, n = row_selection(torch.zeros(3, dtype=torch.bool))
     assert n == 0 and rows.numel() == 0

@@ -312,7 +312,9 @@ def test_points_that_tasks_share_are_evaluated_once(monkeypatch):
     monkeypatch.setattr(batching, "distinct_rows", lambda xs, blocks: None)
     _, every_row, _ = single_run(cfgs[0], epochs=1)
     assert seen == [32, 64]
-    for key in ("validation/loss_task_0", "validation/loss_task_1", "validation/loss_in_domain_task_0"):
+    # in-domain rows: half of task 0's points, all of task 1's (each a slice of the block)
+    for key in ("validation/loss_task_0", "validation/loss_task_1", "validation/loss_in_domain_task_0",
+                "validation/loss_in_domain_task_1"):
         assert math.isclose(cb.history[-1][key], every_row.history[-1][key], rel_tol=1e-6), key
         assert math.isclose(results[0].history[-1][key], every_row.history[-1][key], rel_tol=L_RTOL), key
 

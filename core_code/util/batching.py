@@ -158,6 +158,17 @@ def _on(t: torch.Tensor, device: torch.device) -> bool:
     return t.device == device or (device.index is None and t.device.type == device.type)
 
 
+def row_selection(mask: torch.Tensor) -> tuple[Union[slice, torch.Tensor], int]:
+    """``(rows, count)`` of the True rows of a 1-d ``mask``: a slice when they are contiguous
+    (indexing with it is a view, no copy: equidistant evaluation points give one block),
+    else their indices."""
+    index = mask.nonzero().squeeze(1)
+    n = index.numel()
+    if n and int(index[-1]) - int(index[0]) + 1 == n:
+        return slice(int(index[0]), int(index[-1]) + 1), n
+    return index, n
+
+
 def batch_blocks(batch: dict) -> dict[int, tuple[int, int]]:
     """The task blocks of a batch: its ``blocks`` if it knows them, else searched."""
     blocks = getattr(batch, "blocks", None)

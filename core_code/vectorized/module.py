@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from core_code.util.batching import row_selection
 from core_code.util.config_extractions import (
     ConfigError,
     check_config,
@@ -269,25 +270,28 @@ class VectorizedMultitask(pl.LightningModule):
 
         Logged as ``<validation|test>/loss_in_domain_task_<t>`` (the LoggingCallback's names);
         only for an evaluation split that comes as one batch (as ``VectorizedDataModule`` makes it).
-        Kept as row indices: one tensor when every member has the same rows (one batched
-        loss for all members), else one per member.
+        Kept as ``row_selection`` (a slice where the rows are contiguous, else indices) when
+        every member has the same rows (one batched loss for all members), else as one index
+        tensor per member.
         """
         self._in_domain_rows = {}
         for s, d in masks.items():
             for t, ms in d.items():
                 same = all(torch.equal(m, ms[0]) for m in ms[1:])
-                idx = [m.nonzero().squeeze(1) for m in (ms[:1] if same else ms)]
-                self._in_domain_rows.setdefault(s, {})[int(t)] = idx[0] if same else idx
+                rows = row_selection(ms[0]) if same else [m.nonzero().squeeze(1) for m in ms]
+                self._in_domain_rows.setdefault(s, {})[int(t)] = rows
 
     def _in_domain_losses(self, split: str, task: int, p: torch.Tensor, y: torch.Tensor) -> Any:
         """Task ``task``'s criterion over each member's in-domain rows of its block ``p``, ``y`` (K, rows, d):
         a (K,) tensor, or per member a loss or None (no such rows)."""
         rows = self._in_domain_rows[split][task]
-        if isinstance(rows, torch.Tensor):
-            if rows.numel() == 0:
+        if isinstance(rows, tuple):  # the same rows for every member
+            sel, n = rows
+            if n == 0:
                 return [None] * self.K
-            rows = rows.to(p.device)
-            return self._batched(task)(p.index_select(1, rows), y.index_select(1, rows), 0, len(rows))
+            if isinstance(sel, torch.Tensor):
+                sel = sel.to(p.device)
+            return self._batched(task)(p[:, sel], y[:, sel], 0, n)  # a slice: views, no copies
         crit = self.criterion(task)
         rows = [r.to(p.device) for r in rows]
         return [None if r.numel() == 0 else crit(p[k].index_select(0, r), y[k].index_select(0, r))

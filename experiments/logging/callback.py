@@ -44,7 +44,7 @@ from typing import Any, Optional, Union
 import pytorch_lightning as pl
 import torch
 
-from core_code.util.batching import batch_blocks
+from core_code.util.batching import batch_blocks, row_selection
 from core_code.util.lightning_compat import batches_that_stepped
 from experiments.logging import plots, wandb_session
 from experiments.logging.metrics import (
@@ -185,16 +185,6 @@ def in_box(x: torch.Tensor, box: Box) -> torch.Tensor:
     lo = torch.tensor(box[0], dtype=x.dtype, device=x.device)
     hi = torch.tensor(box[1], dtype=x.dtype, device=x.device)
     return ((x >= lo) & (x <= hi)).all(dim=1)
-
-
-def _row_selection(mask: torch.Tensor) -> tuple[Union[slice, torch.Tensor], int]:
-    """``(rows, count)`` of the True rows of ``mask``: a slice when they are contiguous (a
-    view, no copy: equidistant validation points give one block), else their indices."""
-    index = mask.nonzero().squeeze(1)
-    n = index.numel()
-    if n and int(index[-1]) - int(index[0]) + 1 == n:
-        return slice(int(index[0]), int(index[-1]) + 1), n
-    return index, n
 
 
 def baseline_losses(train: Mapping[str, torch.Tensor], val: Mapping[str, torch.Tensor],
@@ -446,7 +436,7 @@ class LoggingCallback(pl.Callback):
                 rows_key = (split, *key, t, a, b)
                 found = self._in_rows.get(rows_key)
                 if found is None:  # first time this batch is seen in this fit
-                    found = self._in_rows[rows_key] = _row_selection(in_box(batch["x"][a:b], self._boxes[t]))
+                    found = self._in_rows[rows_key] = row_selection(in_box(batch["x"][a:b], self._boxes[t]))
                 rows, n = found
                 if n == 0:
                     continue
