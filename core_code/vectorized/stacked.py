@@ -108,6 +108,12 @@ class StackedModel(nn.Module):
                     name = f"_{attr}_{i}"
                     self.register_buffer(name, torch.tensor(vals).view(-1, 1, 1), persistent=False)
                     out.append(name)
+        # Per layer, found once (the batched forward runs every optimizer step, where a few
+        # microseconds of Python per layer add up): parameter keys, layout, the activation
+        # after it (a plain ReLU called directly, without the module call).
+        self._layers = [(f"layers__{i}__weight", f"layers__{i}__bias" if self.has_bias[i] else None,
+                         f"layers.{i}.weight" not in self.transposed, self.outer[i]) for i in range(self.depth)]
+        self._acts = [torch.relu if type(a) is nn.ReLU and not a.inplace else a for a in self.activations]
 
     def _stack(self, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
         out = torch.stack(tensors)
@@ -122,14 +128,15 @@ class StackedModel(nn.Module):
 
     def _narrow(self, i: int) -> bool:
         """Layer ``i`` is stored (K, out, in) and computed transposed (see ``NARROW_MAX_OUT``)."""
-        return f"layers.{i}.weight" not in self.transposed
+        return self._layers[i][2]
 
     def _forward_bmm(self, x: torch.Tensor) -> torch.Tensor:
         h = x
+        acts = self._acts
         for i in range(self.depth):
             h = self._batched_layer(i, h)
             if i < self.depth - 1:
-                h = self.activations[i](h)
+                h = acts[i](h)
         return h
 
     def _batched_layer(self, i: int, h: torch.Tensor) -> torch.Tensor:
@@ -139,10 +146,11 @@ class StackedModel(nn.Module):
             # per-member multipliers (K, 1, 1); in training also a shared one: scaling the
             # input saves a pass over the weight gradient (alpha would scale h^T g)
             h, m = h * m, 1.0
-        bias = self.params[f"layers__{i}__bias"].unsqueeze(1) if self.has_bias[i] else None  # (K, 1, out)
+        weight, bias_key = self._layers[i][:2]
+        bias = self.params[bias_key].unsqueeze(1) if bias_key is not None else None  # (K, 1, out)
         if bias is not None and not (isinstance(bm, float) and bm == 1.0):
             bias = bias * bm
-        return self._affine(i, h, self.params[f"layers__{i}__weight"], bias, m)
+        return self._affine(i, h, self.params[weight], bias, m)
 
     def _member_layer(self, i: int, k: int, h: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
         """Layer ``i`` of member ``k`` on ``h`` (R, in), with ``w``, ``b`` its slices (as ``_batched_layer``)."""
@@ -156,8 +164,8 @@ class StackedModel(nn.Module):
         ``w`` in the stored layout ((in, out); narrow: (out, in), computed as out^T = W h^T);
         ``bias`` row-shaped (``(..., 1, out)``) or None. One input: a broadcast product.
         """
-        narrow = self._narrow(i)
-        if self.outer[i]:
+        _, _, narrow, outer = self._layers[i]
+        if outer:
             w_row = w.mT if narrow else w  # (..., 1, out)
             return h * w_row * m if bias is None else torch.addcmul(bias, h, w_row, value=m)
         a, b = (w, h.mT) if narrow else (h, w)
@@ -172,13 +180,13 @@ class StackedModel(nn.Module):
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         """Member by member through every layer (``x`` (K, B, d_in) or shared (B, d_in); no-grad CPU evaluation)."""
         outs = []
+        layers = [(self.params[w], None if b is None else self.params[b]) for w, b, _, _ in self._layers]
         for k in range(self.K):
             h = x[k] if x.dim() == 3 else x
-            for i in range(self.depth):
-                b = self.params[f"layers__{i}__bias"][k] if self.has_bias[i] else None
-                h = self._member_layer(i, k, h, self.params[f"layers__{i}__weight"][k], b)
+            for i, (w, b) in enumerate(layers):
+                h = self._member_layer(i, k, h, w[k], None if b is None else b[k])
                 if i < self.depth - 1:
-                    h = self.activations[i](h)
+                    h = self._acts[i](h)
             outs.append(h)
         return torch.stack(outs)
 
