@@ -100,9 +100,9 @@ class EnsembleOptimizer(torch.optim.Optimizer):
         params = [p for p in group["params"]]
         if not params:
             return
-        frozen = ~self.active
         # on the CPU the check is free (no device sync) and saves a pass over every gradient
-        mask = frozen.device.type != "cpu" or bool(frozen.any())
+        mask = self.active.device.type != "cpu" or not bool(self.active.all())
+        frozen = ~self.active if mask else None
         grads = []
         for p in params:
             if p.grad is None:
