@@ -197,6 +197,7 @@ def hand_written_epoch(cfg: dict, points: int, epochs: int = 10) -> tuple[float,
 
     import torch
 
+    from benchmarks.bench_training import criterion_ranges
     from core_code.util.batching import deterministic_task_batch_sizes, task_blocks
     from core_code.vectorized.stacked import NARROW_MAX_OUT
 
@@ -206,12 +207,7 @@ def hand_written_epoch(cfg: dict, points: int, epochs: int = 10) -> tuple[float,
     n = {t: b - a for t, (a, b) in task_blocks(train["task_activity"]).items()}
     sizes = {t: s for t, s in deterministic_task_batch_sizes(n, training["batch_size"]).items() if s}
     steps = max(math.ceil(n[t] / s) for t, s in sizes.items())
-    cols = {}
-    for t in sizes:  # the columns each task's criterion compares (dimred: its dims' range)
-        crit = training["criterion"]
-        crit = crit.get(f"task_{t}", crit) if isinstance(crit, dict) else crit
-        dims = list(crit[1]) if isinstance(crit, (tuple, list)) and len(crit) > 1 else []
-        cols[t] = slice(min(dims), max(dims) + 1) if dims else slice(None)
+    cols = {t: slice(lo, hi) for t, (lo, hi) in criterion_ranges(training).items()}  # compared columns
     rows, a = {}, 0
     for t, size in sizes.items():
         rows[t], a = (a, a + size), a + size

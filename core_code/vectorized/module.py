@@ -215,8 +215,9 @@ class VectorizedMultitask(pl.LightningModule):
             reg = self._regularization(t)
             if reg is not None:
                 objectives[t] = objectives[t] + reg
+        params = self._opts[0].param_groups[0]["params"]  # the stacked parameters (every optimizer's)
         if not self.per_task_optimizers:
-            for p in self._opts[0].param_groups[0]["params"]:  # the stacked parameters
+            for p in params:
                 p.grad = None
             total = self.aggregate(objectives)  # (K,): aggregation is per member (elementwise over K)
             self._check_steps(objectives, total)
@@ -225,7 +226,6 @@ class VectorizedMultitask(pl.LightningModule):
             self._steps_done += 1
             return total.detach()
         self._check_steps(objectives)
-        params = [p for _, p in self.ensemble.named_stacked()]
         grads = {}
         for t in self.optimizer_tasks:
             if t not in objectives:

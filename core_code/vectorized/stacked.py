@@ -90,10 +90,6 @@ class StackedModel(nn.Module):
             if [repr(a) for a in m.activations] != acts:
                 raise ConfigError(f"ensemble member {k} has other activations than member 0; not vectorizable")
         self.activations = copy.deepcopy(first.activations)
-        self.has_bias = [first.layers[i].bias is not None for i in range(self.depth)]
-        # one input (e.g. d_in 1): an outer product, computed as a broadcast multiply (2-3x
-        # faster than a GEMM with inner dimension 1, forward and backward)
-        self.outer = [first.layers[i].weight.shape[1] == 1 for i in range(self.depth)]
         self._mult: list[Union[float, str]] = []
         self._bias_mult: list[Union[float, str]] = []
         # per layer, per member: (multiplier, bias multiplier) as floats (member-by-member evaluation)
@@ -109,10 +105,14 @@ class StackedModel(nn.Module):
                     self.register_buffer(name, torch.tensor(vals).view(-1, 1, 1), persistent=False)
                     out.append(name)
         # Per layer, found once (the batched forward runs every optimizer step, where a few
-        # microseconds of Python per layer add up): parameter keys, layout, the activation
-        # after it (a plain ReLU called directly, without the module call).
-        self._layers = [(f"layers__{i}__weight", f"layers__{i}__bias" if self.has_bias[i] else None,
-                         f"layers.{i}.weight" not in self.transposed, self.outer[i]) for i in range(self.depth)]
+        # microseconds of Python per layer add up): weight key, bias key (None: no bias),
+        # narrow (stored (K, out, in), computed transposed), outer (one input: an outer
+        # product, computed as a broadcast multiply, 2-3x faster than a GEMM with inner
+        # dimension 1, forward and backward); and the activation after it (a plain ReLU
+        # called directly, without the module call).
+        self._layers = [(f"layers__{i}__weight", f"layers__{i}__bias" if layer.bias is not None else None,
+                         f"layers.{i}.weight" not in self.transposed, layer.weight.shape[1] == 1)
+                        for i, layer in enumerate(first.layers)]
         self._acts = [torch.relu if type(a) is nn.ReLU and not a.inplace else a for a in self.activations]
 
     def _stack(self, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -181,12 +181,13 @@ class StackedModel(nn.Module):
         """Member by member through every layer (``x`` (K, B, d_in) or shared (B, d_in); no-grad CPU evaluation)."""
         outs = []
         layers = [(self.params[w], None if b is None else self.params[b]) for w, b, _, _ in self._layers]
+        acts = self._acts
         for k in range(self.K):
             h = x[k] if x.dim() == 3 else x
             for i, (w, b) in enumerate(layers):
                 h = self._member_layer(i, k, h, w[k], None if b is None else b[k])
                 if i < self.depth - 1:
-                    h = self._acts[i](h)
+                    h = acts[i](h)
             outs.append(h)
         return torch.stack(outs)
 
