@@ -129,6 +129,9 @@ def process_start(repeats: int = 3) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+#: What ``--sections`` can name (see the module docstring).
+SECTIONS = ("time", "impl", "mem", "floor")
+
 #: The goals of the throughput issue (16 points x 20 epochs): vectorized vs one by one in one
 #: process, and vs 16 separate processes (64x3 only).
 GOALS = {"64x3": {"one by one": 5.0, "16 processes": 10.0}, "512x4": {"one by one": 1.5}}
@@ -314,7 +317,7 @@ def section_mem(sizes, points: int, threads: int, results: list) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="time,impl,mem")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"of {', '.join(SECTIONS)} (default: all)")
     ap.add_argument("--sizes", default="64x3,512x4")
     ap.add_argument("--points", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=20)
@@ -322,6 +325,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="torch thread counts, each measured in turn (default 1,2)")
     ap.add_argument("--child", default=None)
     args = ap.parse_args()
+    unknown = sorted(set(args.sections.split(",")) - set(SECTIONS))
+    if unknown:  # before any import or measurement
+        ap.error(f"--sections: unknown {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     import logging
 
     import torch
