@@ -272,6 +272,7 @@ def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out)
             # (seen: 1.4808e-2 vs 1.4806e-2 beside elements of 8), so atol scales with the gradient
             atol = 1e-6 * max(1.0, float(r.abs().max()))
             assert torch.allclose(st.to_member(name, g[k]), r, rtol=1e-5, atol=atol), (k, name)
+    assert_written_out_gradients_equal_autograd(st, x)
     rows = torch.randn(MEMBERWISE_MIN_ROWS + 1, d_in)
     with torch.no_grad():
         ref = torch.stack([m(rows) for m in models])
@@ -281,6 +282,89 @@ def test_every_layer_form_matches_the_members_forward_and_gradients(d_in, d_out)
     narrow = [i for i in range(st.depth) if st._narrow(i)]
     assert narrow == ([st.depth - 1] if 1 < d_out < 16 else [])
     assert st.member_state_dict(1)[f"layers.{st.depth - 1}.weight"].shape == (d_out, 16)
+
+
+def assert_written_out_gradients_equal_autograd(st: StackedModel, x: torch.Tensor) -> None:
+    """``forward_keep`` gives ``forward``'s output and ``backward`` autograd's gradients for any dL/d(output)."""
+    assert st.direct_grads
+    out, tape = st.forward_keep(x)
+    ref_out = st(x)
+    assert out.grad_fn is None and torch.allclose(out, ref_out, rtol=1e-5, atol=1e-6)
+    grad_out = torch.randn_like(out)
+    ref = torch.autograd.grad(ref_out, [p for _, p in st.named_stacked()], grad_out)
+    mine = st.backward(tape, grad_out)
+    for (name, p), g, r in zip(st.named_stacked(), mine, ref):
+        assert g.shape == p.shape and g.is_contiguous(), name
+        assert torch.allclose(g, r, rtol=1e-5, atol=1e-6 * max(1.0, float(r.abs().max()))), name
+
+
+@pytest.mark.parametrize("depth,d_out", [(1, 1), (1, 5), (2, 3)])
+def test_written_out_gradients_of_shallow_members(depth, d_out):
+    """One layer (the input layer is the output layer: a broadcast product, narrow or not) and two
+    layers (one ReLU), members in different parametrizations (per-member multipliers)."""
+    torch.manual_seed(1)
+    archs = [dict(depth=depth, d_out=d_out), dict(depth=depth, d_out=d_out, parametrization="NTK", bias_tune=0.3)]
+    st = StackedModel([create_model(**point(arch=a)["architecture"]) for a in archs])
+    assert_written_out_gradients_equal_autograd(st, torch.randn(2, 9, 1))
+    tanh = StackedModel([create_model(**point(arch={"hidden_layer_activation": "Tanh"})["architecture"])])
+    assert not tanh.direct_grads  # only ReLUs are written out
+
+
+def seven_outputs(seed: int, **training) -> dict:
+    """``point`` with the compositeSine data of seven outputs; task 0 compares column 0, task 1 columns 2..4."""
+    cfg = point(seed=seed, arch={"d_out": 7, **training.pop("arch", {})},
+                criterion={"task_0": ("dimred_MSELoss", [0]), "task_1": ("dimred_MSELoss", [2, 3, 4])}, **training)
+    cfg["data"] = init_config_data(**{**cfg["data"], "f_true": "compositeSine", "d_out": 7})
+    return cfg
+
+
+@pytest.mark.parametrize("mtl_method,rule", [("sum", "SGD"), ("mean", "SGD"), ("mean", "Adam")])
+def test_written_out_gradients_train_as_single_runs_and_as_autograd(monkeypatch, mtl_method, rule):
+    """Where they apply (ReLU abcMLPs, one optimizer, sum or mean of MSE losses over contiguous
+    columns, no regularization) the ensemble trains with ``StackedModel.backward``: each member
+    as its single run, and as the ensemble's autograd path (to float32 rounding)."""
+    calls = []
+    backward = StackedModel.backward
+    monkeypatch.setattr(StackedModel, "backward", lambda self, *a: calls.append(1) or backward(self, *a))
+    cfgs = [seven_outputs(1, learning_rate=0.05, mtl_method=mtl_method, update_rule=rule),
+            seven_outputs(2, learning_rate=0.01, mtl_method=mtl_method, update_rule=rule,
+                          arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5}),
+            seven_outputs(3, learning_rate=0.02, mtl_method=mtl_method, update_rule=rule, data_seed=5,
+                          arch={"parametrization": "SP"})]
+    direct = vectorized(cfgs)
+    assert len(calls) == EPOCHS * 4  # every step: 4 batches an epoch (40 / 10 rows of task 0)
+    for r, cfg in zip(direct, cfgs):
+        assert_member_equals_single(r, cfg)
+    monkeypatch.setattr(VectorizedMultitask, "direct_grads", False)
+    autograd = vectorized(cfgs)
+    assert len(calls) == EPOCHS * 4
+    for mine, ref in zip(direct, autograd):
+        for name, w in ref.state_dict.items():
+            assert rel_err(mine.state_dict[name], w) <= W_RTOL, name
+        for row, ref_row in zip(mine.history, ref.history):
+            assert all(math.isclose(row[k], v, rel_tol=L_RTOL) for k, v in ref_row.items())
+
+
+def test_written_out_gradients_only_where_they_apply():
+    """Anything the written-out gradients do not cover trains through autograd: a regularized
+    member, a criterion other than an MSE over contiguous columns, per-task optimizers."""
+    torch.manual_seed(0)
+    blocks = {0: (0, 4), 1: (4, 8)}
+
+    def columns(*trainings, arch=None):
+        models = [create_model(**point(arch=arch)["architecture"]) for _ in trainings]
+        return VectorizedMultitask(models, [point(**t)["training"] for t in trainings])._direct_columns(blocks)
+
+    assert columns({}, {"learning_rate": 0.01}) == {0: (0, None), 1: (0, None)}
+    assert columns({"mtl_method": "mean"}) == {0: (0, None), 1: (0, None)}
+    dimred = {"task_0": ("dimred_MSELoss", [1]), "task_1": ("dimred_MSELoss", [0, 1])}
+    assert columns({"criterion": dimred}, arch={"d_out": 3}) == {0: (1, 2), 1: (0, 2)}
+    assert columns({}, {"regularization_alpha": 0.01}) is None
+    gaps = {"task_0": ("dimred_MSELoss", [1]), "task_1": ("dimred_MSELoss", [0, 2])}
+    assert columns({"criterion": gaps}, arch={"d_out": 3}) is None
+    assert columns({"criterion": "custom", "criterion_callback": lambda p, y: (p - y).abs().mean()}) is None
+    assert columns({"learning_rate": {"task_0": 0.01, "task_1": 0.02}}) is None
+    assert columns({}, arch={"hidden_layer_activation": "Tanh"}) is None
 
 
 def test_points_that_tasks_share_are_evaluated_once(monkeypatch):

@@ -20,7 +20,7 @@ from core_code.util.criteria import make_criterion
 from core_code.util.lightning_compat import can_count_steps, count_step, raw_optimizer
 from core_code.util.optimizers import make_optimizer
 from core_code.vectorized.data import Blocks, EnsembleBatch
-from core_code.vectorized.members import _aggregator, check_members, per_task_optimizers
+from core_code.vectorized.members import _aggregation_name, _aggregator, check_members, per_task_optimizers
 from core_code.vectorized.optim import EnsembleOptimizer, member_lr_tensors
 from core_code.vectorized.stacked import StackedModel
 
@@ -38,20 +38,30 @@ def in_domain_name(split: str, task: int) -> str:
     return f"{METRIC_PREFIX[split]}/loss_in_domain_task_{task}"
 
 
+def mse_columns(criterion: Any) -> Optional[tuple[int, Optional[int]]]:
+    """``(lo, hi)``: the criterion is the MSE over output columns lo:hi (hi None: all), else None."""
+    if criterion is torch.nn.functional.mse_loss:
+        return 0, None
+    dims = getattr(criterion, "dims", None)
+    if dims is not None and getattr(criterion, "__qualname__", "").startswith("dimred_mse_loss"):
+        idx = list(dims)
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            return idx[0], idx[0] + len(idx)
+    return None
+
+
 def _batched_criterion(criterion: Any):
     """``(pred (K,R,d), y (K,R,d), a, b) -> (K,)``: the criterion per member on rows a:b.
 
     MSE kinds take one slice of the rows and columns they compare (a few ops, whatever K).
     """
+    cols = mse_columns(criterion)
+    if cols is not None:
+        lo, hi = cols
+        return lambda p, y, a, b: (p[:, a:b, lo:hi] - y[:, a:b, lo:hi]).square().mean(dim=(1, 2))
     dims = getattr(criterion, "dims", None)
-    if criterion is torch.nn.functional.mse_loss:
-        return lambda p, y, a, b: (p[:, a:b] - y[:, a:b]).square().mean(dim=(1, 2))
     if dims is not None and getattr(criterion, "__qualname__", "").startswith("dimred_mse_loss"):
-        idx = list(dims)
-        if idx == list(range(idx[0], idx[0] + len(idx))):
-            lo, hi = idx[0], idx[0] + len(idx)
-            return lambda p, y, a, b: (p[:, a:b, lo:hi] - y[:, a:b, lo:hi]).square().mean(dim=(1, 2))
-        index = torch.tensor(idx)
+        index = torch.tensor(list(dims))
         return lambda p, y, a, b: (p[:, a:b].index_select(2, index.to(p.device))
                                    - y[:, a:b].index_select(2, index.to(p.device))).square().mean(dim=(1, 2))
     return lambda p, y, a, b: torch.stack([criterion(p[k, a:b], y[k, a:b]) for k in range(p.shape[0])])
@@ -67,6 +77,9 @@ class VectorizedMultitask(pl.LightningModule):
     """
 
     takes_chunks = True
+    #: train with ``StackedModel.backward``'s written-out gradients where they apply (see
+    #: ``_direct_columns``); False: always autograd (the tests compare the two).
+    direct_grads = True
 
     def __init__(self, models: Sequence[nn.Module], configs_training: Sequence[Mapping], impl: str = "auto"):
         super().__init__()
@@ -82,6 +95,11 @@ class VectorizedMultitask(pl.LightningModule):
         self.config_tasks = check_config(**cfg)
         self.per_task_optimizers = per_task_optimizers(cfg)
         self.aggregate = _aggregator(cfg)
+        # written-out gradients: one optimizer, batched abcMLP layers with ReLUs, a plain sum or mean
+        self._direct_ok = (not self.per_task_optimizers and self.ensemble.direct_grads
+                           and _aggregation_name(cfg) in ("sum", "mean"))
+        self._direct_weight = 1.0 if _aggregation_name(cfg) == "sum" else None  # None: 1 / tasks
+        self._task_columns: dict[int, Optional[tuple[int, Optional[int]]]] = {}
         self.register_buffer("active", torch.ones(self.K, dtype=torch.bool))
         # first step at which a member's loss was not finite (-1: never) and its task
         self.register_buffer("bad_step", torch.full((self.K,), -1, dtype=torch.long))
@@ -117,13 +135,17 @@ class VectorizedMultitask(pl.LightningModule):
             self.__dict__["_batched_cache"][key] = _batched_criterion(self.criterion(task))
         return self.__dict__["_batched_cache"][key]
 
-    def _regularization(self, task: int) -> Optional[torch.Tensor]:
-        """(K,) alpha_k * sum_p ||p_k||_ord^2 of task ``task`` (None when every alpha is 0)."""
+    def _regularized(self, task: int) -> Optional[tuple[torch.Tensor, Any]]:
+        """``((K,) alphas, ord)`` of task ``task``'s regularization; None when every alpha is 0."""
         if task not in self._reg:
             alphas = [float(self.task_config(k, task)["regularization_alpha"]) for k in range(self.K)]
             ord_ = self.task_config(0, task)["regularization_ord"]
             self._reg[task] = (torch.tensor(alphas), ord_) if any(alphas) else None
-        reg = self._reg[task]
+        return self._reg[task]
+
+    def _regularization(self, task: int) -> Optional[torch.Tensor]:
+        """(K,) alpha_k * sum_p ||p_k||_ord^2 of task ``task`` (None when every alpha is 0)."""
+        reg = self._regularized(task)
         if reg is None:
             return None
         alphas, ord_ = reg
@@ -242,6 +264,51 @@ class VectorizedMultitask(pl.LightningModule):
         self._steps_done += 1
         return self.aggregate({t: v.detach() for t, v in objectives.items()})
 
+    def _direct_columns(self, blocks: Blocks) -> Optional[dict[int, tuple[int, Optional[int]]]]:
+        """Per task of ``blocks`` its MSE columns when the step's gradients can be written out, else None.
+
+        Written out (``_direct_step``) where ``direct_grads`` is on, the members are batched
+        abcMLPs with ReLUs (``StackedModel.direct_grads``), one optimizer steps the sum or
+        mean of the task losses, every task's criterion is an MSE over contiguous columns
+        and no task is regularized; anything else goes through autograd.
+        """
+        if not (self.direct_grads and self._direct_ok):
+            return None
+        cols = {}
+        for t in blocks:
+            if t not in self._task_columns:
+                self._task_columns[t] = None if self._regularized(t) is not None else mse_columns(self.criterion(t))
+            if self._task_columns[t] is None:
+                return None
+            cols[t] = self._task_columns[t]
+        return cols
+
+    def _direct_step(self, x: torch.Tensor, y: torch.Tensor, blocks: Blocks,
+                     cols: Mapping[int, tuple[int, Optional[int]]], steps: list) -> tuple[dict, torch.Tensor]:
+        """One optimizer step with written-out gradients: ``({task: (K,) loss}, (K,) aggregate)``.
+
+        dL/d(output) of task t's MSE is 2 w (pred - y) / n_t on its rows and columns (n_t
+        their count, w the aggregation's weight: 1 for a sum, 1 / tasks for a mean), 0
+        elsewhere (exact zeros, as autograd's); ``StackedModel.backward`` takes it from there.
+        """
+        out, tape = self.ensemble.forward_keep(x)
+        diff = out - y
+        grad = torch.zeros_like(diff)
+        weight = self._direct_weight if self._direct_weight is not None else 1.0 / len(blocks)
+        losses = {}
+        for t, (a, b) in blocks.items():
+            lo, hi = cols[t]
+            d = diff[:, a:b, lo:hi]
+            losses[t] = d.square().mean(dim=(1, 2))
+            grad[:, a:b, lo:hi] = d * (2.0 * weight / d[0].numel())
+        total = self.aggregate(losses)
+        self._check_steps(losses, total)
+        for p, g in zip(self._opts[0].param_groups[0]["params"], self.ensemble.backward(tape, grad)):
+            p.grad = g
+        steps[0]()
+        self._steps_done += 1
+        return losses, total
+
     def training_step(self, batch: EnsembleBatch, batch_idx: int) -> dict:
         steps = self._step_fns()
         x, y = batch["x"], batch["y"]
@@ -256,8 +323,13 @@ class VectorizedMultitask(pl.LightningModule):
                 if remaining <= 0:
                     break
                 remaining -= len(steps)
-            losses, _ = self._losses(x[:, a:b], y[:, a:b], blocks)
-            totals.append(self._optimize(losses, steps))
+            cols = self._direct_columns(blocks)
+            if cols is not None:
+                losses, total = self._direct_step(x[:, a:b], y[:, a:b], blocks, cols, steps)
+            else:
+                losses, _ = self._losses(x[:, a:b], y[:, a:b], blocks)
+                total = self._optimize(losses, steps)
+            totals.append(total)
             for t, v in losses.items():
                 r = blocks[t][1] - blocks[t][0]
                 acc.setdefault(t, []).append((v.detach(), r))
