@@ -21,9 +21,10 @@ that differ only in ``seed`` (custom seed: data draws, init, batch order), ``--e
 - ``mem``: peak resident memory (VmHWM) of fresh processes: imports only, one point, and
   the K-point ensemble (2 epochs each); checks K-member <= K x (single - imports) + imports.
 - ``floor``: one epoch of a hand-written K-member ensemble with the same shapes (layers in
-  the forms ``StackedModel`` uses, ReLU, each task's MSE over its rows and columns, plain
-  SGD, validation member by member over the distinct points; no framework, no abc
-  multipliers): what the arithmetic of an epoch costs in eager PyTorch. With ``time`` in the
+  the forms ``StackedModel`` uses, ReLU, each task's MSE over its rows and columns, the
+  gradients written out as the framework's, plain SGD, validation member by member over the
+  distinct points; no framework, no abc multipliers): what the arithmetic of an epoch costs
+  in eager PyTorch. With ``time`` in the
   same run it also prints the speed-up over one by one that this arithmetic alone would allow.
 
 ``--threads 1,2`` (the default) repeats ``time`` and ``impl`` with each torch thread count
@@ -220,8 +221,7 @@ def hand_written_epoch(cfg: dict, points: int, epochs: int = 10) -> tuple[float,
     params = []
     for i, o, f in zip(widths, widths[1:], form):
         shape = (points, o, i) if f == "narrow" else (points, i, o)
-        params += [(torch.randn(*shape, generator=gen) / math.sqrt(i)).requires_grad_(),
-                   torch.zeros(points, 1, o, requires_grad=True)]
+        params += [torch.randn(*shape, generator=gen) / math.sqrt(i), torch.zeros(points, 1, o)]
     lr = float(training["learning_rate"] if not isinstance(training["learning_rate"], dict)
                else next(iter(training["learning_rate"].values())))
 
@@ -242,16 +242,36 @@ def hand_written_epoch(cfg: dict, points: int, epochs: int = 10) -> tuple[float,
     y = torch.randn(points, a, widths[-1], generator=gen)
     xv = torch.unique(val["x"], dim=0)
 
-    def train_epoch() -> None:
+    @torch.no_grad()
+    def train_epoch() -> None:  # gradients written out, as the framework's (autograd: slower)
         for _ in range(steps):
-            out = forward(x, params)
-            loss = sum((out[:, p:q, cols[t]] - y[:, p:q, cols[t]]).square().mean(dim=(1, 2))
-                       for t, (p, q) in rows.items())
-            for prm in params:
-                prm.grad = None
-            loss.sum().backward()
-            with torch.no_grad():
-                torch._foreach_add_(params, [prm.grad for prm in params], alpha=-lr)
+            hs, h = [], x
+            for j, f in enumerate(form):
+                hs.append(h)
+                h = layer(h, params[2 * j], params[2 * j + 1], f, True)
+                h = torch.relu(h) if j < len(form) - 1 else h
+            diff = h - y
+            g = torch.zeros_like(diff)
+            for t, (p, q) in rows.items():
+                d = diff[:, p:q, cols[t]]
+                d.square().mean(dim=(1, 2))
+                g[:, p:q, cols[t]] = d * (2.0 / d[0].numel())
+            grads = [None] * len(params)
+            for j in reversed(range(len(form))):
+                w, hin = params[2 * j], hs[j]
+                grads[2 * j + 1] = g.sum(1, keepdim=True)
+                if form[j] == "outer":
+                    grads[2 * j] = torch.bmm(hin.mT, g)
+                    gh = torch.bmm(g, w.mT)
+                elif form[j] == "narrow":
+                    grads[2 * j] = torch.bmm(g.mT, hin)
+                    gh = torch.bmm(g, w)
+                else:
+                    grads[2 * j] = torch.bmm(hin.mT, g)
+                    gh = torch.bmm(g, w.mT)
+                if j > 0:
+                    g = torch.ops.aten.threshold_backward(gh, hin, 0)
+            torch._foreach_add_(params, grads, alpha=-lr)
 
     @torch.no_grad()
     def validate() -> None:
