@@ -321,8 +321,8 @@ def seven_outputs(seed: int, **training) -> dict:
 @pytest.mark.parametrize("mtl_method,rule", [("sum", "SGD"), ("mean", "SGD"), ("mean", "Adam")])
 def test_written_out_gradients_train_as_single_runs_and_as_autograd(monkeypatch, mtl_method, rule):
     """Where they apply (ReLU abcMLPs, one optimizer, sum or mean of MSE losses over contiguous
-    columns, no regularization) the ensemble trains with ``StackedModel.backward``: each member
-    as its single run, and as the ensemble's autograd path (to float32 rounding)."""
+    columns, squared 2-norm regularization) the ensemble trains with ``StackedModel.backward``:
+    each member as its single run, and as the ensemble's autograd path (to float32 rounding)."""
     calls = []
     backward = StackedModel.backward
     monkeypatch.setattr(StackedModel, "backward", lambda self, *a: calls.append(1) or backward(self, *a))
@@ -330,7 +330,7 @@ def test_written_out_gradients_train_as_single_runs_and_as_autograd(monkeypatch,
             seven_outputs(2, learning_rate=0.01, mtl_method=mtl_method, update_rule=rule,
                           arch={"list_a": [-0.5, 0.25, 0.5], "bias_tune": 0.5}),
             seven_outputs(3, learning_rate=0.02, mtl_method=mtl_method, update_rule=rule, data_seed=5,
-                          arch={"parametrization": "SP"})]
+                          regularization_alpha=0.01, arch={"parametrization": "SP"})]
     direct = vectorized(cfgs)
     assert len(calls) == EPOCHS * 4  # every step: 4 batches an epoch (40 / 10 rows of task 0)
     for r, cfg in zip(direct, cfgs):
@@ -346,8 +346,9 @@ def test_written_out_gradients_train_as_single_runs_and_as_autograd(monkeypatch,
 
 
 def test_written_out_gradients_only_where_they_apply():
-    """Anything the written-out gradients do not cover trains through autograd: a regularized
-    member, a criterion other than an MSE over contiguous columns, per-task optimizers."""
+    """Anything the written-out gradients do not cover trains through autograd: a regularization
+    other than the squared 2-norm, a criterion other than an MSE over contiguous columns,
+    per-task optimizers, activations other than ReLU."""
     torch.manual_seed(0)
     blocks = {0: (0, 4), 1: (4, 8)}
 
@@ -359,7 +360,8 @@ def test_written_out_gradients_only_where_they_apply():
     assert columns({"mtl_method": "mean"}) == {0: (0, None), 1: (0, None)}
     dimred = {"task_0": ("dimred_MSELoss", [1]), "task_1": ("dimred_MSELoss", [0, 1])}
     assert columns({"criterion": dimred}, arch={"d_out": 3}) == {0: (1, 2), 1: (0, 2)}
-    assert columns({}, {"regularization_alpha": 0.01}) is None
+    assert columns({}, {"regularization_alpha": 0.01}) == {0: (0, None), 1: (0, None)}  # ||p||^2: written out
+    assert columns({"regularization_ord": 1}, {"regularization_alpha": 0.01, "regularization_ord": 1}) is None
     gaps = {"task_0": ("dimred_MSELoss", [1]), "task_1": ("dimred_MSELoss", [0, 2])}
     assert columns({"criterion": gaps}, arch={"d_out": 3}) is None
     assert columns({"criterion": "custom", "criterion_callback": lambda p, y: (p - y).abs().mean()}) is None

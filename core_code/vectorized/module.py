@@ -270,14 +270,15 @@ class VectorizedMultitask(pl.LightningModule):
         Written out (``_direct_step``) where ``direct_grads`` is on, the members are batched
         abcMLPs with ReLUs (``StackedModel.direct_grads``), one optimizer steps the sum or
         mean of the task losses, every task's criterion is an MSE over contiguous columns
-        and no task is regularized; anything else goes through autograd.
+        and its regularization (if any) the squared 2-norm; anything else goes through autograd.
         """
         if not (self.direct_grads and self._direct_ok):
             return None
         cols = {}
         for t in blocks:
             if t not in self._task_columns:
-                self._task_columns[t] = None if self._regularized(t) is not None else mse_columns(self.criterion(t))
+                reg = self._regularized(t)
+                self._task_columns[t] = mse_columns(self.criterion(t)) if reg is None or reg[1] == 2 else None
             if self._task_columns[t] is None:
                 return None
             cols[t] = self._task_columns[t]
@@ -290,6 +291,7 @@ class VectorizedMultitask(pl.LightningModule):
         dL/d(output) of task t's MSE is 2 w (pred - y) / n_t on its rows and columns (n_t
         their count, w the aggregation's weight: 1 for a sum, 1 / tasks for a mean), 0
         elsewhere (exact zeros, as autograd's); ``StackedModel.backward`` takes it from there.
+        A task's regularization alpha_k sum_p ||p_k||^2 adds 2 w alpha_k p_k to each gradient.
         """
         out, tape = self.ensemble.forward_keep(x)
         diff = out - y
@@ -301,10 +303,23 @@ class VectorizedMultitask(pl.LightningModule):
             d = diff[:, a:b, lo:hi]
             losses[t] = d.square().mean(dim=(1, 2))
             grad[:, a:b, lo:hi] = d * (2.0 * weight / d[0].numel())
-        total = self.aggregate(losses)
-        self._check_steps(losses, total)
-        for p, g in zip(self._opts[0].param_groups[0]["params"], self.ensemble.backward(tape, grad)):
-            p.grad = g
+        params = self._opts[0].param_groups[0]["params"]
+        objectives, coef = losses, None  # coef: (K,) sum over tasks of w alpha_k
+        for t in blocks:
+            reg = self._regularized(t)
+            if reg is not None:
+                alphas = reg[0].to(diff.device, diff.dtype)
+                if coef is None:
+                    objectives = dict(losses)
+                    norms = sum(p.detach().reshape(self.K, -1).square().sum(1) for p in params)
+                    coef = torch.zeros_like(alphas)
+                objectives[t] = losses[t] + alphas * norms
+                coef = coef + weight * alphas
+        total = self.aggregate(objectives)
+        self._check_steps(objectives, total)
+        grads = self.ensemble.backward(tape, grad)
+        for p, g in zip(params, grads):
+            p.grad = g if coef is None else g.add_(p.detach() * (2 * coef).view(-1, *([1] * (p.dim() - 1))))
         steps[0]()
         self._steps_done += 1
         return losses, total
