@@ -25,6 +25,21 @@ def _safe(name: str) -> str:
     return name.replace(".", "__")
 
 
+def _templates(models: Sequence[nn.Module]) -> list[nn.Module]:
+    """Per member a copy on the meta device; members alike in type, ``repr`` and
+    ``config_architecture`` (a seed sweep's) share one (a deep copy is ~0.6 ms a member)."""
+    out, seen = [], {}
+    for m in models:
+        config = getattr(m, "config_architecture", None)
+        key = (type(m), repr(m), repr(config)) if config is not None else None
+        if key is None or key not in seen:
+            template = copy.deepcopy(m).to("meta")
+            if key is not None:
+                seen[key] = template
+        out.append(template if key is None else seen[key])
+    return out
+
+
 # --------------------------------------------------------------------------- models
 class StackedModel(nn.Module):
     """K models of identical parameter shapes as one module with stacked parameters.
@@ -70,7 +85,7 @@ class StackedModel(nn.Module):
             _safe(n): nn.Parameter(self._stack(n, [dict(m.named_parameters())[n].detach() for m in models]))
             for n in self.names})
         # Templates on the meta device: names, lr multipliers and repr, no memory.
-        self.templates = [copy.deepcopy(m).to("meta") for m in models]
+        self.templates = _templates(models)
         if self.impl == "bmm":
             self._init_bmm(models)
         else:
