@@ -335,7 +335,7 @@ def test_written_out_gradients_train_as_single_runs_and_as_autograd(monkeypatch,
     assert len(calls) == EPOCHS * 4  # every step: 4 batches an epoch (40 / 10 rows of task 0)
     for r, cfg in zip(direct, cfgs):
         assert_member_equals_single(r, cfg)
-    monkeypatch.setattr(VectorizedMultitask, "direct_grads", False)
+    monkeypatch.setattr(VectorizedMultitask, "use_direct_grads", False)
     autograd = vectorized(cfgs)
     assert len(calls) == EPOCHS * 4
     for mine, ref in zip(direct, autograd):

@@ -7,9 +7,10 @@ ensemble dimension K, one forward computes all members (batched matmuls for ``ab
 ``torch.func.vmap`` over ``functional_call`` for any other module whose members differ
 only in their parameters), and the summed loss gives each member its own gradient (the
 members share no parameter). Where they apply (ReLU abcMLPs, one optimizer, a sum or mean
-of MSE task losses over contiguous columns, no regularization) the gradients are written
-out (``StackedModel.forward_keep`` / ``backward``: one GEMM per weight and per input
-gradient, no autograd graph; a 64x3 16-member step in half the time), else autograd. ``VectorizedDataModule`` stacks the members' batches: the
+of MSE task losses over contiguous columns, no regularization or the squared 2-norm) the
+gradients are written out (``StackedModel.forward_keep`` / ``backward``: one GEMM per weight
+and per input gradient, no autograd graph; a 64x3 16-member step in half the time), else
+autograd. ``VectorizedDataModule`` stacks the members' batches: the
 same batch composition (task blocks) at every step, each member's rows from its own data
 and its own permutation (the one a single run with that member's seed draws).
 

@@ -79,7 +79,7 @@ class VectorizedMultitask(pl.LightningModule):
     takes_chunks = True
     #: train with ``StackedModel.backward``'s written-out gradients where they apply (see
     #: ``_direct_columns``); False: always autograd (the tests compare the two).
-    direct_grads = True
+    use_direct_grads = True
 
     def __init__(self, models: Sequence[nn.Module], configs_training: Sequence[Mapping], impl: str = "auto"):
         super().__init__()
@@ -96,9 +96,10 @@ class VectorizedMultitask(pl.LightningModule):
         self.per_task_optimizers = per_task_optimizers(cfg)
         self.aggregate = _aggregator(cfg)
         # written-out gradients: one optimizer, batched abcMLP layers with ReLUs, a plain sum or mean
+        aggregation = _aggregation_name(cfg)
         self._direct_ok = (not self.per_task_optimizers and self.ensemble.direct_grads
-                           and _aggregation_name(cfg) in ("sum", "mean"))
-        self._direct_weight = 1.0 if _aggregation_name(cfg) == "sum" else None  # None: 1 / tasks
+                           and aggregation in ("sum", "mean"))
+        self._direct_weight = 1.0 if aggregation == "sum" else None  # None: 1 / tasks
         self._task_columns: dict[int, Optional[tuple[int, Optional[int]]]] = {}
         self.register_buffer("active", torch.ones(self.K, dtype=torch.bool))
         # first step at which a member's loss was not finite (-1: never) and its task
@@ -136,12 +137,15 @@ class VectorizedMultitask(pl.LightningModule):
         return self.__dict__["_batched_cache"][key]
 
     def _regularized(self, task: int) -> Optional[tuple[torch.Tensor, Any]]:
-        """``((K,) alphas, ord)`` of task ``task``'s regularization; None when every alpha is 0."""
+        """``((K,) alphas on the module's device, ord)`` of task ``task``'s regularization; None when every alpha is 0."""
         if task not in self._reg:
             alphas = [float(self.task_config(k, task)["regularization_alpha"]) for k in range(self.K)]
             ord_ = self.task_config(0, task)["regularization_ord"]
             self._reg[task] = (torch.tensor(alphas), ord_) if any(alphas) else None
-        return self._reg[task]
+        reg = self._reg[task]
+        if reg is not None and reg[0].device != self.device:  # moved once, not every step
+            reg = self._reg[task] = (reg[0].to(self.device), reg[1])
+        return reg
 
     def _regularization(self, task: int) -> Optional[torch.Tensor]:
         """(K,) alpha_k * sum_p ||p_k||_ord^2 of task ``task`` (None when every alpha is 0)."""
@@ -149,9 +153,6 @@ class VectorizedMultitask(pl.LightningModule):
         if reg is None:
             return None
         alphas, ord_ = reg
-        if alphas.device != self.device:
-            alphas = alphas.to(self.device)
-            self._reg[task] = (alphas, ord_)
         total = None
         for _, p in self.ensemble.named_stacked():
             n = torch.linalg.vector_norm(p.reshape(self.K, -1), ord_, dim=1).pow(2)
@@ -267,12 +268,12 @@ class VectorizedMultitask(pl.LightningModule):
     def _direct_columns(self, blocks: Blocks) -> Optional[dict[int, tuple[int, Optional[int]]]]:
         """Per task of ``blocks`` its MSE columns when the step's gradients can be written out, else None.
 
-        Written out (``_direct_step``) where ``direct_grads`` is on, the members are batched
+        Written out (``_direct_step``) where ``use_direct_grads`` is on, the members are batched
         abcMLPs with ReLUs (``StackedModel.direct_grads``), one optimizer steps the sum or
         mean of the task losses, every task's criterion is an MSE over contiguous columns
         and its regularization (if any) the squared 2-norm; anything else goes through autograd.
         """
-        if not (self.direct_grads and self._direct_ok):
+        if not (self.use_direct_grads and self._direct_ok):
             return None
         cols = {}
         for t in blocks:
@@ -308,7 +309,7 @@ class VectorizedMultitask(pl.LightningModule):
         for t in blocks:
             reg = self._regularized(t)
             if reg is not None:
-                alphas = reg[0].to(diff.device, diff.dtype)
+                alphas = reg[0].to(diff.dtype)
                 if coef is None:
                     objectives = dict(losses)
                     norms = sum(p.detach().reshape(self.K, -1).square().sum(1) for p in params)
