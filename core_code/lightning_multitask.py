@@ -64,6 +64,7 @@ from core_code.util.config_extractions import (
 )
 from core_code.util.criteria import make_criterion
 from core_code.util.default_config import init_config_training
+from core_code.util.lightning import keep_batch_attributes
 from core_code.util.lightning_compat import can_count_steps, count_step, optimizers_key, raw_optimizer
 from core_code.util.optimizers import make_optimizer
 from core_code.util.trainer_config import init_config_trainer
@@ -191,7 +192,9 @@ class LightningMultitask(pl.LightningModule):
             self.mtl_method.setup(self.tasks)
 
     def setup(self, stage: str) -> None:
-        """Set the multi-task method up for the data's tasks when the config did not fix them."""
+        """Set the multi-task method up for the data's tasks when the config did not fix them;
+        make the Trainer's input conversion keep the batches' steps and blocks."""
+        keep_batch_attributes(self._trainer)
         method = self.mtl_method
         if method.needs_tasks and method.tasks is None:
             data = getattr(getattr(self._trainer, "datamodule", None), "data", None)

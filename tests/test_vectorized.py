@@ -16,6 +16,7 @@ import copy
 import logging
 import math
 import warnings
+from typing import Optional
 
 import pytest
 import pytorch_lightning as pl
@@ -62,7 +63,7 @@ def point(seed: int = 1, width: int = 16, data_seed=None, arch=None, **training)
             "custom": {"seed": seed, "workers": True}}
 
 
-def single_run(cfg: dict, epochs: int = EPOCHS, ckpt_path=None, model_hook=None):
+def single_run(cfg: dict, epochs: int = EPOCHS, ckpt_path=None, model_hook=None, trainer: Optional[dict] = None):
     """The one-point path of BasicManager._train_point, quiet: (module, LoggingCallback, trainer)."""
     pl.seed_everything(cfg["custom"]["seed"], workers=cfg["custom"]["workers"], verbose=False)
     b = Builder()
@@ -73,24 +74,24 @@ def single_run(cfg: dict, epochs: int = EPOCHS, ckpt_path=None, model_hook=None)
     cb = LoggingCallback(None, plot=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = pl.Trainer(**{**QUIET_TRAINER, "max_epochs": epochs, "callbacks": [cb]})
+        trainer = pl.Trainer(**{**QUIET_TRAINER, "max_epochs": epochs, "callbacks": [cb], **(trainer or {})})
         trainer.fit(lm, datamodule=dm, ckpt_path=ckpt_path)
     return lm, cb, trainer
 
 
-def vectorized(cfgs: list[dict], epochs: int = EPOCHS, **kw):
+def vectorized(cfgs: list[dict], epochs: int = EPOCHS, trainer: Optional[dict] = None, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train_group(Builder(), cfgs, {**QUIET_TRAINER, "max_epochs": epochs}, **kw)
+        return train_group(Builder(), cfgs, {**QUIET_TRAINER, "max_epochs": epochs, **(trainer or {})}, **kw)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-def assert_member_equals_single(result, cfg: dict, epochs: int = EPOCHS) -> float:
+def assert_member_equals_single(result, cfg: dict, epochs: int = EPOCHS, trainer: Optional[dict] = None) -> float:
     """Weights, per-epoch metrics and status of a member equal its single run; the worst weight error."""
-    lm, cb, _ = single_run(cfg, epochs)
+    lm, cb, _ = single_run(cfg, epochs, trainer=trainer)
     worst = 0.0
     single = lm.state_dict()
     assert set(single) == set(result.state_dict)
@@ -367,6 +368,27 @@ def test_written_out_gradients_only_where_they_apply():
     assert columns({"criterion": "custom", "criterion_callback": lambda p, y: (p - y).abs().mean()}) is None
     assert columns({"learning_rate": {"task_0": 0.01, "task_1": 0.02}}) is None
     assert columns({}, arch={"hidden_layer_activation": "Tanh"}) is None
+
+
+def test_precisions_that_convert_inputs_train_every_step(monkeypatch):
+    """'64-true' converts every batch (Lightning rebuilds a dict batch from its items): chunked
+    single runs and ensembles kept no steps and finished 'done' untrained. Now both train every
+    step, in float64, and agree; under 'bf16-mixed' (autocast) the ensemble takes autograd."""
+    double = {"precision": "64-true"}
+    cfgs = [point(seed=1, learning_rate=0.05), point(seed=2, learning_rate=0.01, regularization_alpha=0.01)]
+    lm, cb, trainer = single_run(cfgs[0], trainer=double)  # steps_per_chunk 'auto': chunks
+    assert trainer.global_step == EPOCHS * 4 and lm.model.layers[0].weight.dtype == torch.float64
+    assert all("train/loss_task_0" in row and "validation/loss_task_1" in row for row in cb.history)
+    results = vectorized(cfgs, trainer=double)
+    for r, cfg in zip(results, cfgs):
+        assert r.global_step == EPOCHS * 4 and r.state_dict["model.layers.0.weight"].dtype == torch.float64
+        assert assert_member_equals_single(r, cfg, trainer=double) <= 1e-12  # float64 learning rates too
+    calls = []
+    backward = StackedModel.backward
+    monkeypatch.setattr(StackedModel, "backward", lambda self, *a: calls.append(1) or backward(self, *a))
+    mixed = vectorized(cfgs, trainer={"precision": "bf16-mixed"})
+    assert not calls and all(r.status == "done" and r.global_step == EPOCHS * 4 for r in mixed)
+    assert all(math.isfinite(row["train/loss_task_0"]) for r in mixed for row in r.history)
 
 
 def test_points_that_tasks_share_are_evaluated_once(monkeypatch):

@@ -105,6 +105,11 @@ class TaskBatch(dict):
             self._blocks = task_blocks(self["task_activity"])
         return self._blocks
 
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "TaskBatch":
+        """A TaskBatch of ``fn`` applied to every tensor (``distinct`` included), blocks and rows kept."""
+        distinct = None if self.distinct is None else tuple(fn(v) for v in self.distinct)
+        return TaskBatch(_map(self, fn), blocks=self._blocks, global_rows=self.global_rows, distinct=distinct)
+
     def to(self, device, non_blocking: bool = True) -> "TaskBatch":
         """This batch on ``device`` (itself when every tensor is there already)."""
         moved = _move(self, device, non_blocking)
@@ -139,10 +144,19 @@ class ChunkBatch(dict):
             yield TaskBatch({k: v[a:b] for k, v in self.items()}, blocks=blocks,
                             global_rows=self.step_global_rows(i))
 
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "ChunkBatch":
+        """A ChunkBatch of ``fn`` applied to every tensor, steps and rows kept."""
+        return ChunkBatch(_map(self, fn), steps=self.steps, global_rows=self.global_rows)
+
     def to(self, device, non_blocking: bool = True) -> "ChunkBatch":
         """This chunk on ``device`` (itself when every tensor is there already)."""
         moved = _move(self, device, non_blocking)
         return self if moved is None else ChunkBatch(moved, steps=self.steps, global_rows=self.global_rows)
+
+
+def _map(batch: dict, fn: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    """The batch's items, ``fn`` applied to the tensors."""
+    return {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _move(batch: dict, device, non_blocking: bool) -> Optional[dict]:

@@ -39,6 +39,33 @@ PER_STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backw
                   "on_before_optimizer_step", "on_before_zero_grad")
 
 
+def keep_batch_attributes(trainer: Any) -> None:
+    """Make the Trainer's input conversion keep our batches' attributes.
+
+    Precisions that convert inputs ('64-true', '16-true', 'bf16-true', ...) pass each batch
+    through Lightning's ``apply_to_collection``, which rebuilds a dict subclass from its
+    items alone: a ``ChunkBatch`` or ``EnsembleBatch`` lost its steps (an epoch without a
+    training step, an evaluation without a loss, and the run still finished 'done'), a
+    ``TaskBatch`` its blocks and DDP rows. Batches with ``map_tensors`` are converted tensor
+    by tensor instead; everything else as before. Idempotent; precisions that convert
+    nothing are left alone.
+    """
+    from pytorch_lightning.plugins.precision import Precision
+
+    plugin = getattr(trainer, "precision_plugin", None)
+    convert = getattr(plugin, "convert_input", None)
+    if convert is None or getattr(convert, "keeps_batch_attributes", False):
+        return
+    if getattr(type(plugin), "convert_input", None) is Precision.convert_input:
+        return  # the identity
+
+    def convert_input(data: Any) -> Any:
+        return data.map_tensors(convert) if hasattr(data, "map_tensors") else convert(data)
+
+    convert_input.keeps_batch_attributes = True  # type: ignore[attr-defined]
+    plugin.convert_input = convert_input
+
+
 def _takes_chunks(obj: Any) -> bool:
     """True when the class that defines ``obj``'s ``training_step`` declares ``takes_chunks = True``."""
     for cls in type(obj).__mro__:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -32,11 +32,13 @@ class EnsembleBatch(dict):
         self.steps = list(steps)
         self.distinct = distinct
 
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "EnsembleBatch":
+        """An EnsembleBatch of ``fn`` applied to every tensor (``distinct`` included), steps kept."""
+        distinct = None if self.distinct is None else tuple(fn(v) for v in self.distinct)
+        return EnsembleBatch({k: fn(v) for k, v in self.items()}, steps=self.steps, distinct=distinct)
+
     def to(self, device: Any, non_blocking: bool = True) -> "EnsembleBatch":
-        distinct = (None if self.distinct is None
-                    else tuple(v.to(device, non_blocking=non_blocking) for v in self.distinct))
-        return EnsembleBatch({k: v.to(device, non_blocking=non_blocking) for k, v in self.items()},
-                             steps=self.steps, distinct=distinct)
+        return self.map_tensors(lambda v: v.to(device, non_blocking=non_blocking))
 
 
 class EnsembleLoader:

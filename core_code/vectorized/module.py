@@ -17,6 +17,7 @@ from core_code.util.config_extractions import (
     extract_taskconfig,
 )
 from core_code.util.criteria import make_criterion
+from core_code.util.lightning import keep_batch_attributes
 from core_code.util.lightning_compat import can_count_steps, count_step, raw_optimizer
 from core_code.util.optimizers import make_optimizer
 from core_code.vectorized.data import Blocks, EnsembleBatch
@@ -36,6 +37,14 @@ def metric_name(split: str, task: int) -> str:
 def in_domain_name(split: str, task: int) -> str:
     """``'validation/loss_in_domain_task_0'`` (``experiments.logging.metrics.in_domain_metric_name``)."""
     return f"{METRIC_PREFIX[split]}/loss_in_domain_task_{task}"
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast (mixed precision) is on for ``device_type`` (torch 2.1 spelling as fallback)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
 def mse_columns(criterion: Any) -> Optional[tuple[int, Optional[int]]]:
@@ -190,6 +199,10 @@ class VectorizedMultitask(pl.LightningModule):
                 self._opts.append(EnsembleOptimizer(params, rule, [lrs[n] for n in names], self.active))
         return self._opts
 
+    def setup(self, stage: str) -> None:
+        """Make the Trainer's input conversion (e.g. '64-true') keep the batches' steps."""
+        keep_batch_attributes(self._trainer)
+
     def on_fit_start(self) -> None:
         # Lightning may have replaced the optimizer list; the module keeps the same objects.
         for opt in self._opts or []:
@@ -271,9 +284,10 @@ class VectorizedMultitask(pl.LightningModule):
         Written out (``_direct_step``) where ``use_direct_grads`` is on, the members are batched
         abcMLPs with ReLUs (``StackedModel.direct_grads``), one optimizer steps the sum or
         mean of the task losses, every task's criterion is an MSE over contiguous columns
-        and its regularization (if any) the squared 2-norm; anything else goes through autograd.
+        and its regularization (if any) the squared 2-norm, and no autocast is on (mixed
+        precision: autograd keeps the float32 gradients); anything else goes through autograd.
         """
-        if not (self.use_direct_grads and self._direct_ok):
+        if not (self.use_direct_grads and self._direct_ok) or _autocast_on(self.device.type):
             return None
         cols = {}
         for t in blocks:

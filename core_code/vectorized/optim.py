@@ -65,19 +65,22 @@ class EnsembleOptimizer(torch.optim.Optimizer):
                                         "betas": d.get("betas"), "eps": d.get("eps"),
                                         "weight_decay": d.get("weight_decay", 0.0)})
         self.active = active
-        self._lrs = [lr.to(torch.float32) for lr in lrs]
+        # float64, cast to each parameter's dtype where used: float64 members ('64-true') step
+        # with the single run's learning rates, not their float32 roundings
+        self._lrs = [lr.to(torch.float64) for lr in lrs]
         self._lr_views: Optional[list[torch.Tensor]] = None
 
     def _views(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per parameter: lr_k shaped (K, 1, ..., 1) on the parameter's device."""
-        if self._lr_views is None or self._lr_views[0].device != params[0].device:
+        """Per parameter: lr_k shaped (K, 1, ..., 1) on the parameter's device, in its dtype."""
+        if (self._lr_views is None or self._lr_views[0].device != params[0].device
+                or self._lr_views[0].dtype != params[0].dtype):
             self._lr_views = [lr.to(p.device, p.dtype).view(-1, *([1] * (p.dim() - 1)))
                               for lr, p in zip(self._lrs, params)]
         return self._lr_views
 
     def set_lrs(self, lrs: Sequence[torch.Tensor]) -> None:
         """Replace the (K,) learning rates (e.g. after loading a checkpoint)."""
-        self._lrs = [lr.to(torch.float32) for lr in lrs]
+        self._lrs = [lr.to(torch.float64) for lr in lrs]
         self._lr_views = None
 
     @torch.no_grad()
