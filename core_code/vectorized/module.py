@@ -162,11 +162,16 @@ class VectorizedMultitask(pl.LightningModule):
         if reg is None:
             return None
         alphas, ord_ = reg
+        total = self._squared_norms(ord_)
+        return alphas.to(total.device, total.dtype) * total
+
+    def _squared_norms(self, ord_: Any) -> torch.Tensor:
+        """(K,) sum over the stacked parameters of ||p_k||_ord^2."""
         total = None
         for _, p in self.ensemble.named_stacked():
             n = torch.linalg.vector_norm(p.reshape(self.K, -1), ord_, dim=1).pow(2)
             total = n if total is None else total + n
-        return alphas.to(total.device, total.dtype) * total
+        return total
 
     # -------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -326,7 +331,8 @@ class VectorizedMultitask(pl.LightningModule):
                 alphas = reg[0].to(diff.dtype)
                 if coef is None:
                     objectives = dict(losses)
-                    norms = sum(p.detach().reshape(self.K, -1).square().sum(1) for p in params)
+                    with torch.no_grad():
+                        norms = self._squared_norms(2)
                     coef = torch.zeros_like(alphas)
                 objectives[t] = losses[t] + alphas * norms
                 coef = coef + weight * alphas

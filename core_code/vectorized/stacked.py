@@ -28,15 +28,14 @@ def _safe(name: str) -> str:
 def _templates(models: Sequence[nn.Module]) -> list[nn.Module]:
     """Per member a copy on the meta device; members alike in type, ``repr`` and
     ``config_architecture`` (a seed sweep's) share one (a deep copy is ~0.6 ms a member)."""
-    out, seen = [], {}
+    seen: dict = {}
+    out = []
     for m in models:
         config = getattr(m, "config_architecture", None)
-        key = (type(m), repr(m), repr(config)) if config is not None else None
-        if key is None or key not in seen:
-            template = copy.deepcopy(m).to("meta")
-            if key is not None:
-                seen[key] = template
-        out.append(template if key is None else seen[key])
+        key = (type(m), repr(m), repr(config)) if config is not None else id(m)
+        if key not in seen:
+            seen[key] = copy.deepcopy(m).to("meta")
+        out.append(seen[key])
     return out
 
 
@@ -161,11 +160,15 @@ class StackedModel(nn.Module):
             # per-member multipliers (K, 1, 1); in training also a shared one: scaling the
             # input saves a pass over the weight gradient (alpha would scale h^T g)
             h, m = h * m, 1.0
-        weight, bias_key = self._layers[i][:2]
-        bias = self.params[bias_key].unsqueeze(1) if bias_key is not None else None  # (K, 1, out)
-        if bias is not None and not (isinstance(bm, float) and bm == 1.0):
-            bias = bias * bm
-        return self._affine(i, h, self.params[weight], bias, m)
+        return self._affine(i, h, self.params[self._layers[i][0]], self._bias_row(i, bm), m)
+
+    def _bias_row(self, i: int, bm: Union[float, torch.Tensor]) -> Optional[torch.Tensor]:
+        """Layer ``i``'s bias of every member times its multiplier ``bm``, (K, 1, out); None without bias."""
+        bias_key = self._layers[i][1]
+        if bias_key is None:
+            return None
+        bias = self.params[bias_key].unsqueeze(1)
+        return bias if isinstance(bm, float) and bm == 1.0 else bias * bm
 
     def _member_layer(self, i: int, k: int, h: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
         """Layer ``i`` of member ``k`` on ``h`` (R, in), with ``w``, ``b`` its slices (as ``_batched_layer``)."""
@@ -222,11 +225,7 @@ class StackedModel(nn.Module):
         for i in range(self.depth):
             m, bm = self._factor(self._mult[i]), self._factor(self._bias_mult[i])
             hin, alpha = (h * m, 1.0) if isinstance(m, torch.Tensor) else (h, m)
-            bias_key = self._layers[i][1]
-            bias = self.params[bias_key].unsqueeze(1) if bias_key is not None else None
-            if bias is not None and not (isinstance(bm, float) and bm == 1.0):
-                bias = bias * bm
-            z = self._affine(i, hin, self.params[self._layers[i][0]], bias, alpha)
+            z = self._affine(i, hin, self.params[self._layers[i][0]], self._bias_row(i, bm), alpha)
             tape.append((h, hin, alpha))
             h = torch.relu(z) if i < self.depth - 1 else z
         return h, tape
